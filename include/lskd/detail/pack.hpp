@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// @file
+/// One vocabulary for a SIMD batch and for a plain scalar, so that each row kernel is written
+/// once and runs on whole batches in its main loop and on single elements in its tail (and on
+/// the `scalar` architecture everywhere).
+
+#include <lskd/simd/compat.hpp>
+#include <lskd/simd/dispatch.hpp>
+
+#include <cmath>
+#include <cstddef>
+
+namespace lskd::detail {
+
+using index = std::ptrdiff_t;
+
+/// The pack type of an architecture: xsimd::batch<T, Arch>, or T itself for `scalar`.
+template <class T, class Arch>
+struct pack_of {
+  using type = xsimd::batch<T, Arch>;
+};
+template <class T>
+struct pack_of<T, simd::scalar> {
+  using type = T;
+};
+template <class T, class Arch>
+using pack_t = typename pack_of<T, Arch>::type;
+
+/// Elements in one pack.
+template <class P>
+struct pack_width {
+  static constexpr index value = static_cast<index>(P::size);
+};
+template <>
+struct pack_width<float> {
+  static constexpr index value = 1;
+};
+template <>
+struct pack_width<double> {
+  static constexpr index value = 1;
+};
+
+/// A type tag passed to generic kernel bodies: the body learns the pack type from it.
+template <class P>
+struct pack_tag {
+  using type = P;
+};
+
+// Scalar overloads. The batch overloads below forward to xsimd.
+
+template <class P, class T>
+inline P load_pack(const T* source) noexcept {
+  if constexpr (std::is_same<P, T>::value) {
+    return *source;
+  } else {
+    return P::load_unaligned(source);
+  }
+}
+
+template <class T>
+inline void store_pack(T* target, T value) noexcept {
+  *target = value;
+}
+template <class T, class Arch>
+inline void store_pack(T* target, const xsimd::batch<T, Arch>& value) noexcept {
+  value.store_unaligned(target);
+}
+
+/// a * b + c, fused where the architecture has FMA.
+template <class T>
+inline T mul_add(T a, T b, T c) noexcept {
+  return a * b + c;
+}
+template <class T, class Arch>
+inline xsimd::batch<T, Arch> mul_add(const xsimd::batch<T, Arch>& a, const xsimd::batch<T, Arch>& b,
+                                     const xsimd::batch<T, Arch>& c) noexcept {
+  return xsimd::fma(a, b, c);
+}
+
+template <class T>
+inline T max_of(T a, T b) noexcept {
+  return a > b ? a : b;
+}
+template <class T, class Arch>
+inline xsimd::batch<T, Arch> max_of(const xsimd::batch<T, Arch>& a,
+                                    const xsimd::batch<T, Arch>& b) noexcept {
+  return xsimd::max(a, b);
+}
+
+template <class T>
+inline T min_of(T a, T b) noexcept {
+  return a < b ? a : b;
+}
+template <class T, class Arch>
+inline xsimd::batch<T, Arch> min_of(const xsimd::batch<T, Arch>& a,
+                                    const xsimd::batch<T, Arch>& b) noexcept {
+  return xsimd::min(a, b);
+}
+
+template <class T>
+inline T exp_of(T x) noexcept {
+  return std::exp(x);
+}
+template <class T, class Arch>
+inline xsimd::batch<T, Arch> exp_of(const xsimd::batch<T, Arch>& x) noexcept {
+  return xsimd::exp(x);
+}
+
+/// `value` where `value > 0`, else zero: keeps 0 * (-inf) out of weighted sums.
+template <class T>
+inline T where_positive(T weight, T value) noexcept {
+  return weight > T(0) ? value : T(0);
+}
+template <class T, class Arch>
+inline xsimd::batch<T, Arch> where_positive(const xsimd::batch<T, Arch>& weight,
+                                            const xsimd::batch<T, Arch>& value) noexcept {
+  return xsimd::select(weight > xsimd::batch<T, Arch>(T(0)), value, xsimd::batch<T, Arch>(T(0)));
+}
+
+template <class T>
+inline T lanes_sum(T value) noexcept {
+  return value;
+}
+template <class T, class Arch>
+inline T lanes_sum(const xsimd::batch<T, Arch>& value) noexcept {
+  return simd::compat::reduce_add(value);
+}
+
+template <class T>
+inline T lanes_max(T value) noexcept {
+  return value;
+}
+template <class T, class Arch>
+inline T lanes_max(const xsimd::batch<T, Arch>& value) noexcept {
+  return simd::compat::reduce_max(value);
+}
+
+template <class T>
+inline T lanes_min(T value) noexcept {
+  return value;
+}
+template <class T, class Arch>
+inline T lanes_min(const xsimd::batch<T, Arch>& value) noexcept {
+  return simd::compat::reduce_min(value);
+}
+
+/// Adds each lane of a batch to a double accumulator, lane by lane, so the lane totals are
+/// combined in double rather than in the working precision.
+template <class T>
+inline void add_lanes_to(double& total, T value) noexcept {
+  total += static_cast<double>(value);
+}
+template <class T, class Arch>
+inline void add_lanes_to(double& total, const xsimd::batch<T, Arch>& value) noexcept {
+  alignas(Arch::alignment()) T lanes[xsimd::batch<T, Arch>::size];
+  value.store_aligned(lanes);
+  for (T lane : lanes) total += static_cast<double>(lane);
+}
+
+}  // namespace lskd::detail

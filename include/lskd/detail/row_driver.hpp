@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// @file
+/// What every functor does around the row kernels: scan all rows before any output is written,
+/// and loop over rows.
+
+#include <lskd/detail/row_kernels.hpp>
+#include <lskd/views.hpp>
+
+#include <cmath>
+#include <vector>
+
+namespace lskd::detail {
+
+/// Scans every row of `logits` (min, max, finiteness) and throws std::domain_error naming the
+/// first row with a NaN or an infinity. Runs before anything is written, so a bad row leaves
+/// every output untouched. O(rows) memory.
+template <class T, class Arch>
+inline std::vector<row_scan<T>> scan_rows(const char* function, const char* whose,
+                                          const matrix_view<const T>& logits) {
+  std::vector<row_scan<T>> scans(static_cast<std::size_t>(logits.rows()));
+  for (index r = 0; r < logits.rows(); ++r) {
+    scans[static_cast<std::size_t>(r)] = scan_row<T, Arch>(logits.row(r), logits.cols());
+    if (!scans[static_cast<std::size_t>(r)].finite) {
+      throw_non_finite(function, whose, r, logits.row(r), logits.cols());
+    }
+  }
+  return scans;
+}
+
+/// The per-row scale (a power of two) for a row whose values lie in [min, max].
+template <class T>
+inline T scale_for(const row_scan<T>& scan) {
+  return power_of_two_scale(std::fabs(scan.min) > std::fabs(scan.max) ? std::fabs(scan.min)
+                                                                      : std::fabs(scan.max));
+}
+
+/// A row's standardization: the map to exponent arguments u = (x - max) / ((std + eps) tau),
+/// and what the gradient needs to recover the Z-score z = tau * u + offset.
+template <class T>
+struct row_standardization {
+  affine<T> map;
+  double std;      ///< the row's std (0 without standardization)
+  double divisor;  ///< std + eps (1 without standardization)
+  double offset;   ///< (max - mean) / (std + eps)
+};
+
+/// A positive gain rounded to T, kept finite: with a temperature near the smallest double the
+/// exact gain overflows T, and inf * 0 at the row's max would be NaN.
+template <class T>
+inline T gain_in(double gain) {
+  const double largest = static_cast<double>(std::numeric_limits<T>::max());
+  return static_cast<T>(gain < largest ? gain : largest);
+}
+
+/// Statistics and exponent map of one row. Callers have already refused a constant row with
+/// eps = 0 (its Z-score is 0 / 0).
+template <class T, class Arch>
+inline row_standardization<T> standardization_of(const T* x, index n, const row_scan<T>& scan,
+                                                 bool standardize, int ddof, double eps,
+                                                 double temperature) {
+  if (!standardize) {
+    return {{T(1), scan.max, gain_in<T>(1.0 / temperature)}, 0.0, 1.0, 0.0};
+  }
+  const T scale = scale_for(scan);
+  const row_moments moments = moments_row<T, Arch>(x, n, ddof, scale);
+  const double divisor = moments.std + eps;
+  const double gain = 1.0 / (static_cast<double>(scale) * divisor * temperature);
+  const affine<T> map{scale, scan.max * scale, gain_in<T>(gain)};
+  return {map, moments.std, divisor, (static_cast<double>(scan.max) - moments.mean) / divisor};
+}
+
+}  // namespace lskd::detail

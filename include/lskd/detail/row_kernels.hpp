@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// @file
+/// Per-row sweeps, templated on the scalar type and the xsimd architecture. A kernel sees one
+/// row as a pointer and a length; it knows nothing of Eigen, options, threads or errors. The
+/// callers guarantee finite inputs and n >= 1.
+
+#include <lskd/detail/reduce.hpp>
+
+#include <array>
+#include <cmath>
+#include <limits>
+
+#if defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__
+#error "lskd detects NaN and infinity in its inputs; compile it without -ffinite-math-only"
+#endif
+
+namespace lskd::detail {
+
+/// Smallest and largest element of a row, and whether every element is finite.
+template <class T>
+struct row_scan {
+  T min;
+  T max;
+  bool finite;
+};
+
+/// One read of a row: min, max and a finiteness flag. x - x is 0 for a finite x and NaN for
+/// an infinity or a NaN, so a running sum of it flags any non-finite element.
+template <class T, class Arch>
+inline row_scan<T> scan_row(const T* x, index n) {
+  using P = pack_t<T, Arch>;
+  constexpr index width = pack_width<P>::value;
+  T low = x[0];
+  T high = x[0];
+  T flag = x[0] - x[0];
+  index i = 0;
+
+  if constexpr (width > 1) {
+    if (n >= width) {
+      P low_pack = load_pack<P>(x);
+      P high_pack = low_pack;
+      P flag_pack = low_pack - low_pack;
+      for (i = width; i + width <= n; i += width) {
+        const P values = load_pack<P>(x + i);
+        low_pack = min_of(low_pack, values);
+        high_pack = max_of(high_pack, values);
+        flag_pack += values - values;
+      }
+      low = lanes_min(low_pack);
+      high = lanes_max(high_pack);
+      flag = lanes_sum(flag_pack);
+    }
+  }
+
+  // Tail.
+  for (; i < n; ++i) {
+    low = min_of(low, x[i]);
+    high = max_of(high, x[i]);
+    flag += x[i] - x[i];
+  }
+  return {low, high, flag == T(0)};
+}
+
+/// A power of two s such that |magnitude * s| < 1, kept inside the normal range of T. Rows
+/// are scaled by it before squaring so that neither 1e38 nor subnormal logits over- or
+/// underflow the variance; multiplying by a power of two is exact.
+template <class T>
+inline T power_of_two_scale(T magnitude) {
+  if (!(magnitude > T(0))) return T(1);
+  int exponent = 0;
+  std::frexp(magnitude, &exponent);
+  const int limit = std::numeric_limits<T>::max_exponent - 2;
+  const int shift = -exponent < limit ? -exponent : limit;
+  return std::ldexp(T(1), shift);
+}
+
+/// Mean and standard deviation of a row, in double.
+struct row_moments {
+  double mean;
+  double std;
+};
+
+/// Corrected two-pass moments of a row scaled by `scale` (a power of two from
+/// power_of_two_scale): pass one sums the scaled values; pass two sums the deviations d from
+/// that mean and their squares, and var = (sum d^2 - (sum d)^2 / n) / (n - ddof). Never
+/// E[x^2] - E[x]^2, so rows like 1000 + N(0, 1) in float keep their digits: the relative
+/// error of the variance is about 20 u_T plus the conditioning of the data itself. A
+/// constant row gives std exactly 0. Requires n - ddof >= 1.
+template <class T, class Arch>
+inline row_moments moments_row(const T* x, index n, int ddof, T scale) {
+  const auto sums = sum_sweep<T, Arch, 1>(n, [&](auto tag, index i, auto& acc) {
+    using P = typename decltype(tag)::type;
+    acc[0] += load_pack<P>(x + i) * P(scale);
+  });
+  const double first_mean = sums[0] / static_cast<double>(n);
+
+  const T center = static_cast<T>(first_mean);
+  const auto deviations = sum_sweep<T, Arch, 2>(n, [&](auto tag, index i, auto& acc) {
+    using P = typename decltype(tag)::type;
+    const P d = load_pack<P>(x + i) * P(scale) - P(center);
+    acc[0] += d;
+    acc[1] += d * d;
+  });
+  const double count = static_cast<double>(n);
+  const double mean_offset = deviations[0] / count;
+  double squares = deviations[1] - deviations[0] * mean_offset;
+  if (squares < 0.0) squares = 0.0;
+
+  const double mean = (static_cast<double>(center) + mean_offset) / static_cast<double>(scale);
+  const double std = std::sqrt(squares / static_cast<double>(n - ddof)) / static_cast<double>(scale);
+  return {mean, std};
+}
+
+/// The map from a raw logit to its exponent argument: u = (x * scale - shift) * gain. With
+/// shift = max * scale, u <= 0 and u = 0 exactly at the row's max, so exp(u) never overflows.
+template <class T>
+struct affine {
+  T scale;
+  T shift;
+  T gain;
+};
+
+/// u is kept above this floor so that exp(u) = 0 and products like exp(u) * u stay finite
+/// (0, never 0 * inf). Only absurd rows reach it: classic KD with a logit range beyond
+/// sqrt(max(T)) / 2 times the temperature.
+template <class T>
+inline constexpr T exponent_floor = -static_cast<T>(0.5) * static_cast<T>(
+    std::numeric_limits<T>::max_exponent == 128 ? 1.8446744e19 : 1.3407807929942596e154);
+
+template <class P, class T>
+inline P exponent_of(const P& x, const affine<T>& map) {
+  return max_of(mul_add(x, P(map.scale), P(-map.shift)) * P(map.gain), P(exponent_floor<T>));
+}
+
+/// y = ((x * scale - shift_high) - shift_low) * gain, the Z-score with the mean split in two
+/// parts so that rounding the mean to T does not shift every output.
+template <class T>
+struct split_affine {
+  T scale;
+  T shift_high;
+  T shift_low;
+  T gain;
+};
+
+template <class T, class Arch>
+inline void affine_row(const T* x, T* out, index n, const split_affine<T>& map) {
+  for_each_pack<T, Arch>(n, [&](auto tag, index i) {
+    using P = typename decltype(tag)::type;
+    const P shifted = mul_add(load_pack<P>(x + i), P(map.scale), P(-map.shift_high)) - P(map.shift_low);
+    store_pack(out + i, shifted * P(map.gain));
+  });
+}
+
+/// Sum of exp(u) over the row; stores exp(u) into `out` when it is not null.
+template <class T, class Arch>
+inline double exp_sum_row(const T* x, T* out, index n, const affine<T>& map) {
+  const auto sums = sum_sweep<T, Arch, 1>(n, [&](auto tag, index i, auto& acc) {
+    using P = typename decltype(tag)::type;
+    const P e = exp_of(exponent_of(load_pack<P>(x + i), map));
+    if (out != nullptr) store_pack(out + i, e);
+    acc[0] += e;
+  });
+  return sums[0];
+}
+
+/// out *= factor.
+template <class T, class Arch>
+inline void scale_row(T* out, index n, T factor) {
+  for_each_pack<T, Arch>(n, [&](auto tag, index i) {
+    using P = typename decltype(tag)::type;
+    store_pack(out + i, load_pack<P>(out + i) * P(factor));
+  });
+}
+
+/// out = u - log_normalizer.
+template <class T, class Arch>
+inline void log_softmax_row(const T* x, T* out, index n, const affine<T>& map, T log_normalizer) {
+  for_each_pack<T, Arch>(n, [&](auto tag, index i) {
+    using P = typename decltype(tag)::type;
+    store_pack(out + i, exponent_of(load_pack<P>(x + i), map) - P(log_normalizer));
+  });
+}
+
+/// What the KD exp sweep gathers.
+enum class kd_sums : int {
+  loss = 3,          ///< Zs, Zt, K
+  student_grad = 5,  ///< + Ms, Mt
+  both_grads = 7,    ///< + Nt, Pt
+};
+
+/// The one sweep of the KD loss that takes exponentials: two per logit. With es = exp(us),
+/// et = exp(ut) it returns
+///   [0] Zs = sum es, [1] Zt = sum et, [2] K = sum et (ut - us),
+///   [3] Ms = sum es us, [4] Mt = sum et us, [5] Nt = sum et ut, [6] Pt = sum et (ut - us) ut,
+/// as many as `Sums` asks for, and stores es and et when gradients will need them.
+template <class T, class Arch, kd_sums Sums>
+inline std::array<double, static_cast<std::size_t>(Sums)> kd_exp_sweep(
+    const T* student, const T* teacher, index n, const affine<T>& student_map,
+    const affine<T>& teacher_map, T* student_exps, T* teacher_exps) {
+  constexpr std::size_t count = static_cast<std::size_t>(Sums);
+  return sum_sweep<T, Arch, count>(n, [&](auto tag, index i, auto& acc) {
+    using P = typename decltype(tag)::type;
+    const P us = exponent_of(load_pack<P>(student + i), student_map);
+    const P ut = exponent_of(load_pack<P>(teacher + i), teacher_map);
+    const P es = exp_of(us);
+    const P et = exp_of(ut);
+    const P gap = ut - us;
+    acc[0] += es;
+    acc[1] += et;
+    acc[2] += et * gap;
+    if constexpr (Sums != kd_sums::loss) {
+      store_pack(student_exps + i, es);
+      store_pack(teacher_exps + i, et);
+      acc[3] += es * us;
+      acc[4] += et * us;
+    }
+    if constexpr (Sums == kd_sums::both_grads) {
+      acc[5] += et * ut;
+      acc[6] += et * gap * ut;
+    }
+  });
+}
+
+/// Student gradient: dx = a * es - b * et - (d * us + e).
+template <class T>
+struct student_grad_coeffs {
+  T a, b, d, e;
+};
+
+/// Teacher gradient: dv = f * et * (ut - us + g) - (h * ut + i).
+template <class T>
+struct teacher_grad_coeffs {
+  T f, g, h, i;
+};
+
+/// Writes the student and/or teacher gradient of one row from the stored exponentials. Reads
+/// every input element before writing the same index, so a gradient may exactly replace its
+/// own logits.
+template <class T, class Arch, bool Student, bool Teacher>
+inline void kd_grad_sweep(const T* student, const T* teacher, const T* student_exps,
+                          const T* teacher_exps, index n, const affine<T>& student_map,
+                          const affine<T>& teacher_map, const student_grad_coeffs<T>& sc,
+                          const teacher_grad_coeffs<T>& tc, T* grad_student, T* grad_teacher) {
+  for_each_pack<T, Arch>(n, [&](auto tag, index i) {
+    using P = typename decltype(tag)::type;
+    const P us = exponent_of(load_pack<P>(student + i), student_map);
+    const P et = load_pack<P>(teacher_exps + i);
+    if constexpr (Teacher) {
+      const P ut = exponent_of(load_pack<P>(teacher + i), teacher_map);
+      const P weight = et * P(tc.f);
+      const P dv = mul_add(weight, ut - us + P(tc.g), -mul_add(P(tc.h), ut, P(tc.i)));
+      if constexpr (Student) {
+        const P es = load_pack<P>(student_exps + i);
+        const P dx = mul_add(P(sc.a), es, -mul_add(P(sc.b), et, mul_add(P(sc.d), us, P(sc.e))));
+        store_pack(grad_student + i, dx);
+      }
+      store_pack(grad_teacher + i, dv);
+    } else {
+      const P es = load_pack<P>(student_exps + i);
+      const P dx = mul_add(P(sc.a), es, -mul_add(P(sc.b), et, mul_add(P(sc.d), us, P(sc.e))));
+      store_pack(grad_student + i, dx);
+    }
+  });
+}
+
+}  // namespace lskd::detail

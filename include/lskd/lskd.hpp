@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// @file
+/// Umbrella header: everything public in lskd.
+
+#include <lskd/version.hpp>
+#include <lskd/options.hpp>
+#include <lskd/views.hpp>
+#include <lskd/simd/dispatch.hpp>
+#include <lskd/row_stats.hpp>
+#include <lskd/standardize.hpp>
+#include <lskd/softmax.hpp>
+#include <lskd/kd_loss.hpp>

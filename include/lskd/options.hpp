@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// @file
+/// Reductions and option structs, with the defaults of Sun et al. (CVPR 2024).
+
+namespace lskd {
+
+/// How the per-row losses of a batch become one number.
+///
+/// - `none`: no reduction; per-row losses go to a caller buffer and the gradient is that of
+///   their sum.
+/// - `sum`: the sum over rows.
+/// - `batchmean`: the sum over rows divided by the number of rows (not by rows x classes).
+enum class reduction { none, sum, batchmean };
+
+/// Returns "none", "sum" or "batchmean".
+inline const char* to_string(reduction value) noexcept {
+  switch (value) {
+    case reduction::none: return "none";
+    case reduction::sum: return "sum";
+    case reduction::batchmean: return "batchmean";
+  }
+  return "unknown";
+}
+
+/// Options of the knowledge-distillation loss.
+///
+/// The defaults reproduce the logit-standardized KD of Sun et al.: Z-score each row with its
+/// unbiased std plus 1e-7, base temperature 2, loss multiplied by temperature^2, averaged
+/// over rows. `standardize = false` gives classic (Hinton) KD with the same reductions.
+struct kd_options {
+  double temperature = 2.0;   ///< base temperature tau, finite and > 0
+  bool standardize = true;    ///< Z-score each row of teacher and student before the softmax
+  int ddof = 1;               ///< std divides by classes - ddof; 1 (unbiased) or 0
+  double eps = 1e-7;          ///< added to the std (not inside the square root); finite, >= 0
+  lskd::reduction reduction = lskd::reduction::batchmean;  ///< how rows are combined
+  bool scale_by_t2 = true;    ///< multiply the loss by temperature^2
+};
+
+/// Options of the per-row Z-score: y = (x - mean) / ((std + eps) * temperature).
+struct standardize_options {
+  double temperature = 1.0;   ///< divides the Z-score; finite and > 0
+  int ddof = 1;               ///< std divides by classes - ddof; 1 or 0
+  double eps = 1e-7;          ///< added to the std; finite, >= 0
+};
+
+/// Options of the per-row statistics.
+struct row_stats_options {
+  int ddof = 1;               ///< std divides by classes - ddof; 1 or 0
+};
+
+/// Options of softmax and log-softmax: softmax(x / temperature) along each row.
+struct softmax_options {
+  double temperature = 1.0;   ///< finite and > 0
+};
+
+}  // namespace lskd
