@@ -5,6 +5,8 @@
 /// The knowledge-distillation loss with logit standardization (Sun et al., CVPR 2024), or
 /// classic KD: forward, and the fused forward and analytic gradient.
 
+#include <lskd/config.hpp>
+#include <lskd/detail/parallel.hpp>
 #include <lskd/detail/row_driver.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
@@ -12,9 +14,10 @@
 
 #include <cmath>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
-namespace lskd {
+LSKD_NAMESPACE_BEGIN
 
 /// KD loss between student and teacher logits, both rows x classes, row-major.
 ///
@@ -53,13 +56,16 @@ class kd_loss {
 
  public:
   /// Checks the options: temperature finite and > 0, eps finite and >= 0, ddof 0 or 1.
-  explicit kd_loss(const kd_options& options = {}) : options_(options) {
+  /// `how` spreads rows over threads (see lskd::execution); results do not depend on it.
+  explicit kd_loss(const kd_options& options = {}, execution how = {})
+      : options_(options), execution_(std::move(how)) {
     detail::check_positive_finite(name, "temperature", options.temperature);
     detail::check_nonnegative_finite(name, "eps", options.eps);
     detail::check_ddof(name, options.ddof, 2, false);
   }
 
   const kd_options& options() const noexcept { return options_; }
+  const execution& how() const noexcept { return execution_; }
 
   /// The architecture this functor's kernels run on ("scalar", "sse2", "avx512f", ...).
   static constexpr const char* arch_name() noexcept { return Arch::name(); }
@@ -129,6 +135,23 @@ class kd_loss {
     }
   }
 
+  /// Scans every row (in parallel when asked), then reports the first non-finite row.
+  std::vector<detail::row_scan<T>> scan_all(const matrix_view<const T>& logits,
+                                            const char* whose) const {
+    std::vector<detail::row_scan<T>> scans(static_cast<std::size_t>(logits.rows()));
+    detail::for_row_ranges(execution_, logits.rows(), [&](index begin, index end) {
+      for (index r = begin; r < end; ++r) {
+        scans[static_cast<std::size_t>(r)] = detail::scan_row<T, Arch>(logits.row(r), logits.cols());
+      }
+    });
+    for (index r = 0; r < logits.rows(); ++r) {
+      if (!scans[static_cast<std::size_t>(r)].finite) {
+        detail::throw_non_finite(name, whose, r, logits.row(r), logits.cols());
+      }
+    }
+    return scans;
+  }
+
   /// A constant row has std 0: with eps = 0 its Z-score is 0 / 0.
   void check_constant_rows(const std::vector<detail::row_scan<T>>& scans, const char* whose) const {
     if (!options_.standardize || options_.eps > 0.0) return;
@@ -149,23 +172,26 @@ class kd_loss {
     if (rows == 0) return 0.0;
 
     // Every row is checked before any output is written.
-    const auto student_scans = detail::scan_rows<T, Arch>(name, "student logits", student);
-    const auto teacher_scans = detail::scan_rows<T, Arch>(name, "teacher logits", teacher);
+    const auto student_scans = scan_all(student, "student logits");
+    const auto teacher_scans = scan_all(teacher, "teacher logits");
     check_constant_rows(student_scans, "student logits");
     check_constant_rows(teacher_scans, "teacher logits");
 
     const double weight = options_.reduction == reduction::batchmean ? 1.0 / static_cast<double>(rows)
                                                                      : 1.0;
     const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty();
-    std::vector<T> scratch(wants_gradient ? 2 * static_cast<std::size_t>(student.cols()) : 0);
     std::vector<double> losses(static_cast<std::size_t>(rows));
-    for (index r = 0; r < rows; ++r) {
-      const auto i = static_cast<std::size_t>(r);
-      losses[i] = row_loss(student.row(r), teacher.row(r), student.cols(), student_scans[i],
-                           teacher_scans[i], weight,
-                           grad_student.empty() ? nullptr : grad_student.row(r),
-                           grad_teacher.empty() ? nullptr : grad_teacher.row(r), scratch.data());
-    }
+    detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
+      // Each range has its own scratch for the row's exponentials: O(classes) per thread.
+      std::vector<T> scratch(wants_gradient ? 2 * static_cast<std::size_t>(student.cols()) : 0);
+      for (index r = begin; r < end; ++r) {
+        const auto i = static_cast<std::size_t>(r);
+        losses[i] = row_loss(student.row(r), teacher.row(r), student.cols(), student_scans[i],
+                             teacher_scans[i], weight,
+                             grad_student.empty() ? nullptr : grad_student.row(r),
+                             grad_teacher.empty() ? nullptr : grad_teacher.row(r), scratch.data());
+      }
+    });
 
     // Rows are combined in index order, in double: the same result for any schedule.
     double total = 0.0;
@@ -261,6 +287,7 @@ class kd_loss {
   }
 
   kd_options options_;
+  execution execution_;
 };
 
-}  // namespace lskd
+LSKD_NAMESPACE_END

@@ -4,7 +4,12 @@
 /// @file
 /// Reductions and option structs, with the defaults of Sun et al. (CVPR 2024).
 
-namespace lskd {
+#include <lskd/config.hpp>
+
+#include <cstddef>
+#include <functional>
+
+LSKD_NAMESPACE_BEGIN
 
 /// How the per-row losses of a batch become one number.
 ///
@@ -55,4 +60,19 @@ struct softmax_options {
   double temperature = 1.0;   ///< finite and > 0
 };
 
-}  // namespace lskd
+/// How a functor spreads the rows of a batch over threads. Whatever the setting, results are
+/// bitwise identical: rows are independent and are combined in index order afterwards.
+struct execution {
+  /// OpenMP threads, when lskd is compiled with OpenMP (-fopenmp); 1 runs on the calling
+  /// thread; 0 takes OpenMP's default. Ignored without OpenMP.
+  int threads = 1;
+
+  /// A caller's parallel-for, used instead of OpenMP when set: it must call
+  /// body(begin, end) for ranges that together cover [0, count) exactly once each, on any
+  /// threads, and return when all have finished (e.g. a wrapper around a trainer's own pool).
+  std::function<void(std::ptrdiff_t count,
+                     const std::function<void(std::ptrdiff_t begin, std::ptrdiff_t end)>& body)>
+      parallel_for;
+};
+
+LSKD_NAMESPACE_END

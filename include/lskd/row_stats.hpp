@@ -4,6 +4,7 @@
 /// @file
 /// Per-row mean and standard deviation.
 
+#include <lskd/config.hpp>
 #include <lskd/detail/row_driver.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
@@ -11,7 +12,7 @@
 
 #include <type_traits>
 
-namespace lskd {
+LSKD_NAMESPACE_BEGIN
 
 /// Mean and standard deviation of each row of a rows x classes matrix.
 ///
@@ -72,4 +73,4 @@ class row_stats {
   row_stats_options options_;
 };
 
-}  // namespace lskd
+LSKD_NAMESPACE_END

@@ -4,6 +4,7 @@
 /// @file
 /// Stable softmax and log-softmax along rows, with a temperature.
 
+#include <lskd/config.hpp>
 #include <lskd/detail/row_driver.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
@@ -12,7 +13,7 @@
 #include <cmath>
 #include <type_traits>
 
-namespace lskd {
+LSKD_NAMESPACE_BEGIN
 
 namespace detail {
 
@@ -96,4 +97,4 @@ class log_softmax {
   softmax_options options_;
 };
 
-}  // namespace lskd
+LSKD_NAMESPACE_END

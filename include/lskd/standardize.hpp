@@ -4,6 +4,7 @@
 /// @file
 /// The per-row Z-score with a base temperature: y = (x - mean) / ((std + eps) * temperature).
 
+#include <lskd/config.hpp>
 #include <lskd/detail/row_driver.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
@@ -11,7 +12,7 @@
 
 #include <type_traits>
 
-namespace lskd {
+LSKD_NAMESPACE_BEGIN
 
 /// Z-scores each row of a rows x classes matrix with its own mean and std, then divides by the
 /// temperature, out of place or in place.
@@ -78,4 +79,4 @@ class standardize {
   standardize_options options_;
 };
 
-}  // namespace lskd
+LSKD_NAMESPACE_END

@@ -6,6 +6,7 @@
 /// convertible from Eigen, mappable to Eigen. And the one place that checks arguments and
 /// words the errors.
 
+#include <lskd/config.hpp>
 #include <Eigen/Core>
 
 #include <cmath>
@@ -18,13 +19,7 @@
 #include <type_traits>
 #include <utility>
 
-#if defined(__GNUC__) || defined(__clang__)
-#define LSKD_COLD __attribute__((noinline, cold))
-#else
-#define LSKD_COLD
-#endif
-
-namespace lskd {
+LSKD_NAMESPACE_BEGIN
 
 /// Signed index type of every size, count and stride in lskd.
 using index = std::ptrdiff_t;
@@ -241,4 +236,4 @@ template <class T>
 }
 
 }  // namespace detail
-}  // namespace lskd
+LSKD_NAMESPACE_END

@@ -6,13 +6,15 @@
 /// once and runs on whole batches in its main loop and on single elements in its tail (and on
 /// the `scalar` architecture everywhere).
 
+#include <lskd/config.hpp>
 #include <lskd/simd/compat.hpp>
 #include <lskd/simd/dispatch.hpp>
 
 #include <cmath>
 #include <cstddef>
 
-namespace lskd::detail {
+LSKD_NAMESPACE_BEGIN
+namespace detail {
 
 using index = std::ptrdiff_t;
 
@@ -159,4 +161,5 @@ inline void add_lanes_to(double& total, const xsimd::batch<T, Arch>& value) noex
   for (T lane : lanes) total += static_cast<double>(lane);
 }
 
-}  // namespace lskd::detail
+}  // namespace detail
+LSKD_NAMESPACE_END

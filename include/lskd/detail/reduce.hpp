@@ -4,13 +4,15 @@
 /// @file
 /// The sweep that every row kernel uses to walk a row and accumulate sums accurately.
 
+#include <lskd/config.hpp>
 #include <lskd/detail/pack.hpp>
 
 #include <algorithm>
 #include <array>
 #include <cstddef>
 
-namespace lskd::detail {
+LSKD_NAMESPACE_BEGIN
+namespace detail {
 
 /// Packs one accumulator lane adds, in the working precision, before its total moves to double.
 inline constexpr index packs_per_block = 8;
@@ -77,4 +79,5 @@ inline void for_each_pack(index n, Body&& body) {
   for (; i < n; ++i) body(pack_tag<T>{}, i);
 }
 
-}  // namespace lskd::detail
+}  // namespace detail
+LSKD_NAMESPACE_END

@@ -5,13 +5,15 @@
 /// What every functor does around the row kernels: scan all rows before any output is written,
 /// and loop over rows.
 
+#include <lskd/config.hpp>
 #include <lskd/detail/row_kernels.hpp>
 #include <lskd/views.hpp>
 
 #include <cmath>
 #include <vector>
 
-namespace lskd::detail {
+LSKD_NAMESPACE_BEGIN
+namespace detail {
 
 /// Scans every row of `logits` (min, max, finiteness) and throws std::domain_error naming the
 /// first row with a NaN or an infinity. Runs before anything is written, so a bad row leaves
@@ -71,4 +73,5 @@ inline row_standardization<T> standardization_of(const T* x, index n, const row_
   return {map, moments.std, divisor, (static_cast<double>(scan.max) - moments.mean) / divisor};
 }
 
-}  // namespace lskd::detail
+}  // namespace detail
+LSKD_NAMESPACE_END

@@ -6,6 +6,7 @@
 /// row as a pointer and a length; it knows nothing of Eigen, options, threads or errors. The
 /// callers guarantee finite inputs and n >= 1.
 
+#include <lskd/config.hpp>
 #include <lskd/detail/reduce.hpp>
 
 #include <array>
@@ -16,7 +17,8 @@
 #error "lskd detects NaN and infinity in its inputs; compile it without -ffinite-math-only"
 #endif
 
-namespace lskd::detail {
+LSKD_NAMESPACE_BEGIN
+namespace detail {
 
 /// Smallest and largest element of a row, and whether every element is finite.
 template <class T>
@@ -265,4 +267,5 @@ inline void kd_grad_sweep(const T* student, const T* teacher, const T* student_e
   });
 }
 
-}  // namespace lskd::detail
+}  // namespace detail
+LSKD_NAMESPACE_END

@@ -5,11 +5,15 @@
 /// The few xsimd calls whose names differ between xsimd 8 and xsimd 9 and later.
 /// Everything else in lskd uses the xsimd API that both share.
 
+#include <lskd/config.hpp>
 #include <xsimd/xsimd.hpp>
 
 #include <cstddef>
+#include <type_traits>
 
-namespace lskd::simd::compat {
+LSKD_NAMESPACE_BEGIN
+namespace simd {
+namespace compat {
 
 /// Sum of the lanes of a batch.
 template <class T, class Arch>
@@ -54,4 +58,21 @@ inline T reduce_min(const xsimd::batch<T, Arch>& values) noexcept {
 #endif
 }
 
-}  // namespace lskd::simd::compat
+/// Whether the running CPU supports an x86 architecture tag. Reads the bits that
+/// xsimd::available_architectures() reports under the same names in xsimd 8 to 13.
+template <class Arch>
+inline bool cpu_has() noexcept {
+#if XSIMD_WITH_SSE2 || defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+  const auto cpu = xsimd::available_architectures();
+  if constexpr (std::is_same<Arch, xsimd::sse2>::value) return cpu.sse2;
+  if constexpr (std::is_same<Arch, xsimd::avx2>::value) return cpu.avx2;
+  if constexpr (std::is_same<Arch, xsimd::fma3<xsimd::avx2>>::value) return cpu.fma3_avx2;
+  if constexpr (std::is_same<Arch, xsimd::avx512f>::value) return cpu.avx512f;
+  if constexpr (std::is_same<Arch, xsimd::avx512bw>::value) return cpu.avx512bw;
+#endif
+  return Arch::version() <= xsimd::available_architectures().best;
+}
+
+}  // namespace compat
+}  // namespace simd
+LSKD_NAMESPACE_END

@@ -5,11 +5,15 @@
 /// Architecture tags: the portable scalar path, and the default architecture chosen from the
 /// compile flags (static dispatch, the header-only default).
 
+#include <lskd/config.hpp>
+#include <lskd/simd/compat.hpp>
+
 #include <xsimd/xsimd.hpp>
 
 #include <type_traits>
 
-namespace lskd::simd {
+LSKD_NAMESPACE_BEGIN
+namespace simd {
 
 /// The portable path: one element at a time, no xsimd batch. Also what every SIMD kernel
 /// uses for the tail of a row.
@@ -36,4 +40,15 @@ constexpr const char* arch_name() noexcept {
   return Arch::name();
 }
 
-}  // namespace lskd::simd
+/// Whether this CPU can run code built for `Arch` (asked of the CPU at run time).
+template <class Arch>
+inline bool cpu_supports() noexcept {
+  if constexpr (std::is_same<Arch, scalar>::value) {
+    return true;
+  } else {
+    return compat::cpu_has<Arch>();
+  }
+}
+
+}  // namespace simd
+LSKD_NAMESPACE_END

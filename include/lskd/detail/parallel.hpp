@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// @file
+/// Spreading independent rows over threads: OpenMP when compiled with it, or a caller's
+/// parallel-for. Each row is computed by exactly the same code whatever thread runs it, and
+/// nothing is accumulated across rows inside a parallel region, so results are bitwise
+/// identical for any thread count.
+
+#include <lskd/config.hpp>
+#include <lskd/options.hpp>
+#include <lskd/views.hpp>
+
+#include <exception>
+#include <mutex>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+LSKD_NAMESPACE_BEGIN
+namespace detail {
+
+/// Calls body(begin, end) over a partition of [0, rows) into contiguous ranges. An exception
+/// thrown by a body is caught, the other ranges finish, and the first one caught is rethrown
+/// on the calling thread (an exception must not escape an OpenMP region).
+template <class Body>
+inline void for_row_ranges(const execution& how, index rows, Body&& body) {
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  const auto guarded = [&](index begin, index end) {
+    try {
+      body(begin, end);
+    } catch (...) {
+      const std::lock_guard<std::mutex> lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+    }
+  };
+
+  if (how.parallel_for) {
+    how.parallel_for(rows, guarded);
+  } else {
+#if defined(_OPENMP)
+    const int threads = how.threads > 0 ? how.threads : omp_get_max_threads();
+    if (threads > 1 && rows > 1) {
+#pragma omp parallel num_threads(threads)
+      {
+        const index count = omp_get_num_threads();
+        const index rank = omp_get_thread_num();
+        const index begin = rows * rank / count;
+        const index end = rows * (rank + 1) / count;
+        if (begin < end) guarded(begin, end);
+      }
+    } else {
+      guarded(0, rows);
+    }
+#else
+    guarded(0, rows);
+#endif
+  }
+  if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace detail
+LSKD_NAMESPACE_END
