@@ -12,7 +12,10 @@
 #include <lskd/simd/dispatch.hpp>
 #include <lskd/views.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -77,7 +80,16 @@ class kd_loss {
   ///   with reduction::none (the function then returns their sum), optional otherwise.
   double forward(matrix_view<const T> student, matrix_view<const T> teacher,
                  double* row_losses = nullptr) const {
-    return run(student, teacher, {}, {}, row_losses);
+    return run(student, teacher, {}, {}, {}, row_losses);
+  }
+
+  /// The reduced loss over weighted rows (see lskd::row_weights): a row of weight 0 is not
+  /// read, adds nothing and is not checked for NaN; batchmean divides by the total weight (or
+  /// the normalizer); if every row has weight 0 the loss is 0. `row_losses` receives
+  /// weight * loss per row.
+  double forward(matrix_view<const T> student, matrix_view<const T> teacher,
+                 const row_weights<T>& weights, double* row_losses = nullptr) const {
+    return run(student, teacher, weights, {}, {}, row_losses);
   }
 
   /// The reduced loss, and the gradient of the reduced loss (with reduction::none, of the sum
@@ -95,7 +107,19 @@ class kd_loss {
       detail::throw_invalid(name, "'grad_student' and 'grad_teacher' are both empty; call "
                                   "forward() for the loss alone");
     }
-    return run(student, teacher, grad_student, grad_teacher, row_losses);
+    return run(student, teacher, {}, grad_student, grad_teacher, row_losses);
+  }
+
+  /// forward_backward over weighted rows: rows of weight 0 get a zero gradient; see the
+  /// weighted forward() for the loss.
+  double forward_backward(matrix_view<const T> student, matrix_view<const T> teacher,
+                          const row_weights<T>& weights, matrix_view<T> grad_student,
+                          matrix_view<T> grad_teacher = {}, double* row_losses = nullptr) const {
+    if (grad_student.empty() && grad_teacher.empty()) {
+      detail::throw_invalid(name, "'grad_student' and 'grad_teacher' are both empty; call "
+                                  "forward() for the loss alone");
+    }
+    return run(student, teacher, weights, grad_student, grad_teacher, row_losses);
   }
 
  private:
@@ -135,50 +159,145 @@ class kd_loss {
     }
   }
 
-  /// Scans every row (in parallel when asked), then reports the first non-finite row.
-  std::vector<detail::row_scan<T>> scan_all(const matrix_view<const T>& logits,
-                                            const char* whose) const {
-    std::vector<detail::row_scan<T>> scans(static_cast<std::size_t>(logits.rows()));
-    detail::for_row_ranges(execution_, logits.rows(), [&](index begin, index end) {
+  /// Scans every row of both inputs (in parallel when asked). Rows that hold a non-finite
+  /// value are then classified one by one, in row order, so the first bad row is the one
+  /// reported whatever the thread count.
+  void scan_inputs(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
+                   const T* weights, std::vector<detail::row_scan<T>>& student_scans,
+                   std::vector<detail::row_scan<T>>& teacher_scans) const {
+    const index rows = student.rows();
+    student_scans.resize(static_cast<std::size_t>(rows));
+    teacher_scans.resize(static_cast<std::size_t>(rows));
+    detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
       for (index r = begin; r < end; ++r) {
-        scans[static_cast<std::size_t>(r)] = detail::scan_row<T, Arch>(logits.row(r), logits.cols());
+        const auto i = static_cast<std::size_t>(r);
+        if (weights != nullptr && weights[r] == T(0)) continue;  // a masked row is not read
+        student_scans[i] = detail::scan_row<T, Arch>(student.row(r), student.cols());
+        teacher_scans[i] = detail::scan_row<T, Arch>(teacher.row(r), teacher.cols());
       }
     });
-    for (index r = 0; r < logits.rows(); ++r) {
-      if (!scans[static_cast<std::size_t>(r)].finite) {
-        detail::throw_non_finite(name, whose, r, logits.row(r), logits.cols());
+    const index needed = options_.standardize ? options_.ddof + 1 : 1;
+    for (index r = 0; r < rows; ++r) {
+      const auto i = static_cast<std::size_t>(r);
+      if (weights != nullptr && weights[r] == T(0)) continue;
+      if (!student_scans[i].finite || !teacher_scans[i].finite) {
+        classify_masked_classes(student.row(r), teacher.row(r), student.cols(), r,
+                                student_scans[i], teacher_scans[i]);
+      }
+      if (student_scans[i].usable < needed) {
+        detail::throw_domain(name, "row " + std::to_string(r) + " has " +
+                                       std::to_string(student_scans[i].usable) +
+                                       " usable classes (not -inf in both teacher and student); " +
+                                       (options_.standardize ? "its std with ddof = " +
+                                                                   std::to_string(options_.ddof) +
+                                                                   " needs at least "
+                                                             : "the softmax needs at least ") +
+                                       std::to_string(needed));
+      }
+      if (options_.standardize && options_.eps == 0.0) {
+        check_not_constant(student_scans[i], "student logits", r);
+        check_not_constant(teacher_scans[i], "teacher logits", r);
       }
     }
-    return scans;
+  }
+
+  /// A row with a non-finite value: -inf in both teacher and student masks that class (it
+  /// takes no part in the statistics or the softmax); anything else is an error naming the
+  /// row, the class and whose logit it is. Sets min, max and usable over the other classes.
+  static void classify_masked_classes(const T* student, const T* teacher, index n, index row,
+                                      detail::row_scan<T>& student_scan,
+                                      detail::row_scan<T>& teacher_scan) {
+    const T infinity = std::numeric_limits<T>::infinity();
+    index usable = 0;
+    T student_min = infinity, student_max = -infinity;
+    T teacher_min = infinity, teacher_max = -infinity;
+    for (index c = 0; c < n; ++c) {
+      const T x = student[c];
+      const T v = teacher[c];
+      if (x == -infinity && v == -infinity) continue;
+      if (!std::isfinite(x) || !std::isfinite(v)) {
+        const bool student_bad = !std::isfinite(x);
+        const T bad = student_bad ? x : v;
+        const char* kind = std::isnan(bad) ? "NaN" : (bad > 0 ? "+inf" : "-inf");
+        std::string message = std::string(student_bad ? "student" : "teacher") +
+                              " logits row " + std::to_string(row) + " has a non-finite value (" +
+                              kind + ") at class " + std::to_string(c);
+        if (bad == -infinity) {
+          message += "; a class is masked only when it is -inf in both the teacher and the "
+                     "student";
+        }
+        detail::throw_domain(name, message);
+      }
+      ++usable;
+      student_min = std::min(student_min, x);
+      student_max = std::max(student_max, x);
+      teacher_min = std::min(teacher_min, v);
+      teacher_max = std::max(teacher_max, v);
+    }
+    student_scan = {student_min, student_max, true, usable};
+    teacher_scan = {teacher_min, teacher_max, true, usable};
   }
 
   /// A constant row has std 0: with eps = 0 its Z-score is 0 / 0.
-  void check_constant_rows(const std::vector<detail::row_scan<T>>& scans, const char* whose) const {
-    if (!options_.standardize || options_.eps > 0.0) return;
-    for (std::size_t r = 0; r < scans.size(); ++r) {
-      if (scans[r].min == scans[r].max) {
-        detail::throw_domain(name, std::string(whose) + " row " + std::to_string(r) +
-                                       " has all logits equal (std 0) and eps is 0, so its "
-                                       "Z-score is 0/0; use eps > 0");
+  static void check_not_constant(const detail::row_scan<T>& scan, const char* whose, index row) {
+    if (scan.min == scan.max) {
+      detail::throw_domain(name, std::string(whose) + " row " + std::to_string(row) +
+                                     " has all logits equal (std 0) and eps is 0, so its "
+                                     "Z-score is 0/0; use eps > 0");
+    }
+  }
+
+  /// Row weights are finite and >= 0; a normalizer is finite and >= 0, and only batchmean
+  /// divides by one.
+  void check_weights(const row_weights<T>& weights, index rows) const {
+    if (!std::isfinite(weights.normalizer) || weights.normalizer < 0.0) {
+      detail::throw_invalid(name, "'normalizer' must be finite and >= 0 (got " +
+                                      detail::number(weights.normalizer) + ")");
+    }
+    if (weights.normalizer > 0.0 && options_.reduction != reduction::batchmean) {
+      detail::throw_invalid(name, std::string("'normalizer' is set but the reduction is ") +
+                                      to_string(options_.reduction) +
+                                      "; only batchmean divides by a normalizer");
+    }
+    if (weights.weights == nullptr) return;
+    for (index r = 0; r < rows; ++r) {
+      const T w = weights.weights[r];
+      if (!std::isfinite(w) || w < T(0)) {
+        detail::throw_invalid(name, "'row_weights' [" + std::to_string(r) + "] is " +
+                                        detail::number(static_cast<double>(w)) +
+                                        "; row weights must be finite and >= 0");
       }
     }
   }
 
   double run(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
-             const matrix_view<T>& grad_student, const matrix_view<T>& grad_teacher,
-             double* row_losses) const {
+             const row_weights<T>& weights, const matrix_view<T>& grad_student,
+             const matrix_view<T>& grad_teacher, double* row_losses) const {
     check_arguments(student, teacher, grad_student, grad_teacher, row_losses);
     const index rows = student.rows();
+    check_weights(weights, rows);
     if (rows == 0) return 0.0;
 
     // Every row is checked before any output is written.
-    const auto student_scans = scan_all(student, "student logits");
-    const auto teacher_scans = scan_all(teacher, "teacher logits");
-    check_constant_rows(student_scans, "student logits");
-    check_constant_rows(teacher_scans, "teacher logits");
+    std::vector<detail::row_scan<T>> student_scans;
+    std::vector<detail::row_scan<T>> teacher_scans;
+    scan_inputs(student, teacher, weights.weights, student_scans, teacher_scans);
 
-    const double weight = options_.reduction == reduction::batchmean ? 1.0 / static_cast<double>(rows)
-                                                                     : 1.0;
+    // Row r enters the reduced loss as weight_of(r) * loss_r.
+    double total_weight = static_cast<double>(rows);
+    if (weights.weights != nullptr) {
+      total_weight = 0.0;
+      for (index r = 0; r < rows; ++r) total_weight += static_cast<double>(weights.weights[r]);
+    }
+    double divisor = 1.0;
+    if (options_.reduction == reduction::batchmean) {
+      divisor = weights.normalizer > 0.0 ? weights.normalizer : total_weight;
+    }
+    const auto weight_of = [&](index r) {
+      const double w = weights.weights == nullptr ? 1.0 : static_cast<double>(weights.weights[r]);
+      return divisor > 0.0 ? w / divisor : 0.0;  // every row masked: loss 0, gradient 0
+    };
+
     const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty();
     std::vector<double> losses(static_cast<std::size_t>(rows));
     detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
@@ -186,10 +305,19 @@ class kd_loss {
       std::vector<T> scratch(wants_gradient ? 2 * static_cast<std::size_t>(student.cols()) : 0);
       for (index r = begin; r < end; ++r) {
         const auto i = static_cast<std::size_t>(r);
-        losses[i] = row_loss(student.row(r), teacher.row(r), student.cols(), student_scans[i],
-                             teacher_scans[i], weight,
-                             grad_student.empty() ? nullptr : grad_student.row(r),
-                             grad_teacher.empty() ? nullptr : grad_teacher.row(r), scratch.data());
+        T* gs = grad_student.empty() ? nullptr : grad_student.row(r);
+        T* gt = grad_teacher.empty() ? nullptr : grad_teacher.row(r);
+        const double row_weight = weights.weights == nullptr ? 1.0
+                                                             : static_cast<double>(weights.weights[r]);
+        if (row_weight == 0.0) {
+          if (gs != nullptr) std::fill(gs, gs + student.cols(), T(0));
+          if (gt != nullptr) std::fill(gt, gt + teacher.cols(), T(0));
+          losses[i] = 0.0;
+          continue;
+        }
+        losses[i] = row_weight * row_loss(student.row(r), teacher.row(r), student.cols(),
+                                          student_scans[i], teacher_scans[i], weight_of(r), gs, gt,
+                                          scratch.data());
       }
     });
 
@@ -199,7 +327,8 @@ class kd_loss {
     if (row_losses != nullptr) {
       for (index r = 0; r < rows; ++r) row_losses[r] = losses[static_cast<std::size_t>(r)];
     }
-    return options_.reduction == reduction::batchmean ? total / static_cast<double>(rows) : total;
+    if (options_.reduction != reduction::batchmean) return total;
+    return divisor > 0.0 ? total / divisor : 0.0;
   }
 
   /// One row: returns its loss and writes the requested gradients, scaled by `weight`.
@@ -223,7 +352,8 @@ class kd_loss {
 
     T* student_exps = scratch;
     T* teacher_exps = scratch + n;
-    const double degrees = static_cast<double>(n - o.ddof);
+    const double degrees = static_cast<double>(student_scan.usable - o.ddof);
+    const bool masked = student_scan.usable < n;
 
     if (grad_teacher == nullptr) {
       const auto sums = detail::kd_exp_sweep<T, Arch, detail::kd_sums::student_grad>(
@@ -231,8 +361,10 @@ class kd_loss {
       const double kl = kl_divergence(sums[0], sums[1], sums[2]);
       const auto sc = student_coefficients(sums[0], sums[1], sums[3], sums[4], s, factor, weight,
                                            degrees);
-      detail::kd_grad_sweep<T, Arch, true, false>(student, teacher, student_exps, teacher_exps, n,
-                                                  s.map, t.map, sc, {}, grad_student, nullptr);
+      (masked ? detail::kd_grad_sweep<T, Arch, true, false, true>
+              : detail::kd_grad_sweep<T, Arch, true, false, false>)(
+          student, teacher, student_exps, teacher_exps, n, s.map, t.map, sc, {}, grad_student,
+          nullptr);
       return factor * kl;
     }
 
@@ -254,11 +386,15 @@ class kd_loss {
 
     if (grad_student != nullptr) {
       const auto sc = student_coefficients(zs, zt, sums[3], sums[4], s, factor, weight, degrees);
-      detail::kd_grad_sweep<T, Arch, true, true>(student, teacher, student_exps, teacher_exps, n,
-                                                 s.map, t.map, sc, tc, grad_student, grad_teacher);
+      (masked ? detail::kd_grad_sweep<T, Arch, true, true, true>
+              : detail::kd_grad_sweep<T, Arch, true, true, false>)(
+          student, teacher, student_exps, teacher_exps, n, s.map, t.map, sc, tc, grad_student,
+          grad_teacher);
     } else {
-      detail::kd_grad_sweep<T, Arch, false, true>(student, teacher, student_exps, teacher_exps, n,
-                                                  s.map, t.map, {}, tc, nullptr, grad_teacher);
+      (masked ? detail::kd_grad_sweep<T, Arch, false, true, true>
+              : detail::kd_grad_sweep<T, Arch, false, true, false>)(
+          student, teacher, student_exps, teacher_exps, n, s.map, t.map, {}, tc, nullptr,
+          grad_teacher);
     }
     return factor * kl;
   }

@@ -60,6 +60,19 @@ struct softmax_options {
   double temperature = 1.0;   ///< finite and > 0
 };
 
+/// Per-row weights of a batch, for padding rows, ignore-index masks or weighted samples.
+///
+/// Row r's loss enters the reduction multiplied by weights[r]; a row of weight 0 is masked:
+/// it is not read (a padded row of NaN or -inf is fine), adds nothing and gets a zero
+/// gradient. batchmean divides by the sum of the weights, or by `normalizer` when it is > 0
+/// (a count that spans several calls or processes: gradient accumulation, data parallelism).
+/// A batch whose weights are all 0 gives loss 0 and zero gradients.
+template <class T>
+struct row_weights {
+  const T* weights = nullptr;  ///< `rows` values, finite and >= 0; null means all 1
+  double normalizer = 0.0;     ///< > 0: what batchmean divides by; finite
+};
+
 /// How a functor spreads the rows of a batch over threads. Whatever the setting, results are
 /// bitwise identical: rows are independent and are combined in index order afterwards.
 struct execution {

@@ -51,7 +51,8 @@ class row_stats {
     for (index r = 0; r < logits.rows(); ++r) {
       const auto& scan = scans[static_cast<std::size_t>(r)];
       const auto moments = detail::moments_row<T, Arch>(logits.row(r), logits.cols(),
-                                                        options_.ddof, detail::scale_for(scan));
+                                                        options_.ddof, detail::scale_for(scan),
+                                                        logits.cols());
       if (mean != nullptr) mean[r] = static_cast<T>(moments.mean);
       if (std != nullptr) std[r] = static_cast<T>(moments.std);
     }

@@ -60,7 +60,8 @@ class standardize {
       const auto& scan = scans[static_cast<std::size_t>(r)];
       const T scale = detail::scale_for(scan);
       const auto moments =
-          detail::moments_row<T, Arch>(logits.row(r), logits.cols(), options_.ddof, scale);
+          detail::moments_row<T, Arch>(logits.row(r), logits.cols(), options_.ddof, scale,
+                                       logits.cols());
       const double center = moments.mean * static_cast<double>(scale);
       const T high = static_cast<T>(center);
       const T low = static_cast<T>(center - static_cast<double>(high));

@@ -12,6 +12,8 @@
 
 #include <cmath>
 #include <cstddef>
+#include <limits>
+#include <type_traits>
 
 LSKD_NAMESPACE_BEGIN
 namespace detail {
@@ -110,15 +112,16 @@ inline xsimd::batch<T, Arch> exp_of(const xsimd::batch<T, Arch>& x) noexcept {
   return xsimd::exp(x);
 }
 
-/// `value` where `value > 0`, else zero: keeps 0 * (-inf) out of weighted sums.
+/// `value` where `x` is a usable logit, 0 where it is -inf (a masked class).
 template <class T>
-inline T where_positive(T weight, T value) noexcept {
-  return weight > T(0) ? value : T(0);
+inline T unless_masked(T x, T value) noexcept {
+  return x >= std::numeric_limits<T>::lowest() ? value : T(0);
 }
 template <class T, class Arch>
-inline xsimd::batch<T, Arch> where_positive(const xsimd::batch<T, Arch>& weight,
-                                            const xsimd::batch<T, Arch>& value) noexcept {
-  return xsimd::select(weight > xsimd::batch<T, Arch>(T(0)), value, xsimd::batch<T, Arch>(T(0)));
+inline xsimd::batch<T, Arch> unless_masked(const xsimd::batch<T, Arch>& x,
+                                           const xsimd::batch<T, Arch>& value) noexcept {
+  using P = xsimd::batch<T, Arch>;
+  return xsimd::select(x >= P(std::numeric_limits<T>::lowest()), value, P(T(0)));
 }
 
 template <class T>

@@ -20,12 +20,15 @@
 LSKD_NAMESPACE_BEGIN
 namespace detail {
 
-/// Smallest and largest element of a row, and whether every element is finite.
+/// Smallest and largest element of a row, and whether every element is finite. For a row
+/// with masked classes (-inf in both teacher and student), min and max are over the other
+/// classes and `usable` counts them.
 template <class T>
 struct row_scan {
   T min;
   T max;
   bool finite;
+  index usable = 0;  ///< classes that are not masked; set by the caller's validation
 };
 
 /// One read of a row: min, max and a finiteness flag. x - x is 0 for a finite x and NaN for
@@ -62,7 +65,7 @@ inline row_scan<T> scan_row(const T* x, index n) {
     high = max_of(high, x[i]);
     flag += x[i] - x[i];
   }
-  return {low, high, flag == T(0)};
+  return {low, high, flag == T(0), n};
 }
 
 /// A power of two s such that |magnitude * s| < 1, kept inside the normal range of T. Rows
@@ -89,29 +92,38 @@ struct row_moments {
 /// that mean and their squares, and var = (sum d^2 - (sum d)^2 / n) / (n - ddof). Never
 /// E[x^2] - E[x]^2, so rows like 1000 + N(0, 1) in float keep their digits: the relative
 /// error of the variance is about 20 u_T plus the conditioning of the data itself. A
-/// constant row gives std exactly 0. Requires n - ddof >= 1.
-template <class T, class Arch>
-inline row_moments moments_row(const T* x, index n, int ddof, T scale) {
+/// constant row gives std exactly 0. With `Masked`, -inf elements are left out and `usable`
+/// counts the others. Requires usable - ddof >= 1.
+template <class T, class Arch, bool Masked = false>
+inline row_moments moments_row(const T* x, index n, int ddof, T scale, index usable) {
   const auto sums = sum_sweep<T, Arch, 1>(n, [&](auto tag, index i, auto& acc) {
     using P = typename decltype(tag)::type;
-    acc[0] += load_pack<P>(x + i) * P(scale);
+    const P values = load_pack<P>(x + i);
+    if constexpr (Masked) {
+      acc[0] += unless_masked(values, values * P(scale));
+    } else {
+      acc[0] += values * P(scale);
+    }
   });
-  const double first_mean = sums[0] / static_cast<double>(n);
+  const double count = static_cast<double>(usable);
+  const double first_mean = sums[0] / count;
 
   const T center = static_cast<T>(first_mean);
   const auto deviations = sum_sweep<T, Arch, 2>(n, [&](auto tag, index i, auto& acc) {
     using P = typename decltype(tag)::type;
-    const P d = load_pack<P>(x + i) * P(scale) - P(center);
+    const P values = load_pack<P>(x + i);
+    P d = values * P(scale) - P(center);
+    if constexpr (Masked) d = unless_masked(values, d);
     acc[0] += d;
     acc[1] += d * d;
   });
-  const double count = static_cast<double>(n);
   const double mean_offset = deviations[0] / count;
   double squares = deviations[1] - deviations[0] * mean_offset;
   if (squares < 0.0) squares = 0.0;
 
   const double mean = (static_cast<double>(center) + mean_offset) / static_cast<double>(scale);
-  const double std = std::sqrt(squares / static_cast<double>(n - ddof)) / static_cast<double>(scale);
+  const double std =
+      std::sqrt(squares / static_cast<double>(usable - ddof)) / static_cast<double>(scale);
   return {mean, std};
 }
 
@@ -239,16 +251,25 @@ struct teacher_grad_coeffs {
 
 /// Writes the student and/or teacher gradient of one row from the stored exponentials. Reads
 /// every input element before writing the same index, so a gradient may exactly replace its
-/// own logits.
-template <class T, class Arch, bool Student, bool Teacher>
+/// own logits. With `Masked`, classes whose student logit is -inf (masked in both) get
+/// exactly 0.
+template <class T, class Arch, bool Student, bool Teacher, bool Masked = false>
 inline void kd_grad_sweep(const T* student, const T* teacher, const T* student_exps,
                           const T* teacher_exps, index n, const affine<T>& student_map,
                           const affine<T>& teacher_map, const student_grad_coeffs<T>& sc,
                           const teacher_grad_coeffs<T>& tc, T* grad_student, T* grad_teacher) {
   for_each_pack<T, Arch>(n, [&](auto tag, index i) {
     using P = typename decltype(tag)::type;
-    const P us = exponent_of(load_pack<P>(student + i), student_map);
+    const P x = load_pack<P>(student + i);
+    const P us = exponent_of(x, student_map);
     const P et = load_pack<P>(teacher_exps + i);
+    const auto finish = [&](const P& gradient) {
+      if constexpr (Masked) {
+        return unless_masked(x, gradient);
+      } else {
+        return gradient;
+      }
+    };
     if constexpr (Teacher) {
       const P ut = exponent_of(load_pack<P>(teacher + i), teacher_map);
       const P weight = et * P(tc.f);
@@ -256,13 +277,13 @@ inline void kd_grad_sweep(const T* student, const T* teacher, const T* student_e
       if constexpr (Student) {
         const P es = load_pack<P>(student_exps + i);
         const P dx = mul_add(P(sc.a), es, -mul_add(P(sc.b), et, mul_add(P(sc.d), us, P(sc.e))));
-        store_pack(grad_student + i, dx);
+        store_pack(grad_student + i, finish(dx));
       }
-      store_pack(grad_teacher + i, dv);
+      store_pack(grad_teacher + i, finish(dv));
     } else {
       const P es = load_pack<P>(student_exps + i);
       const P dx = mul_add(P(sc.a), es, -mul_add(P(sc.b), et, mul_add(P(sc.d), us, P(sc.e))));
-      store_pack(grad_student + i, dx);
+      store_pack(grad_student + i, finish(dx));
     }
   });
 }
