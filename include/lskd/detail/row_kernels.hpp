@@ -137,11 +137,13 @@ struct affine {
 };
 
 /// u is kept above this floor so that exp(u) = 0 and products like exp(u) * u stay finite
-/// (0, never 0 * inf). Only absurd rows reach it: classic KD with a logit range beyond
-/// sqrt(max(T)) / 2 times the temperature.
+/// (0, never 0 * inf), and so that xsimd's exp, which converts u * log2(e) to an integer of
+/// the same width, is never asked to convert a value outside that integer's range. Only
+/// absurd rows reach it: classic KD with a logit range beyond 2^30 (float) or 2^60 (double)
+/// times the temperature, where the loss then counts each such logit as if it were that far.
 template <class T>
-inline constexpr T exponent_floor = -static_cast<T>(0.5) * static_cast<T>(
-    std::numeric_limits<T>::max_exponent == 128 ? 1.8446744e19 : 1.3407807929942596e154);
+inline constexpr T exponent_floor = std::numeric_limits<T>::digits > 24 ? -T(1152921504606846976.0)
+                                                                        : -T(1073741824.0);
 
 template <class P, class T>
 inline P exponent_of(const P& x, const affine<T>& map) {
