@@ -163,7 +163,8 @@ class kd_loss {
   /// value are then classified one by one, in row order, so the first bad row is the one
   /// reported whatever the thread count.
   void scan_inputs(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
-                   const T* weights, std::vector<detail::row_scan<T>>& student_scans,
+                   const T* weights, bool student_gradient, bool teacher_gradient,
+                   std::vector<detail::row_scan<T>>& student_scans,
                    std::vector<detail::row_scan<T>>& teacher_scans) const {
     const index rows = student.rows();
     student_scans.resize(static_cast<std::size_t>(rows));
@@ -198,6 +199,34 @@ class kd_loss {
         check_not_constant(student_scans[i], "student logits", r);
         check_not_constant(teacher_scans[i], "teacher logits", r);
       }
+      const double row_weight = weights == nullptr ? 1.0 : static_cast<double>(weights[r]);
+      if (student_gradient) check_gradient_fits(student_scans[i], row_weight, "student logits", r);
+      if (teacher_gradient) check_gradient_fits(teacher_scans[i], row_weight, "teacher logits", r);
+    }
+  }
+
+  /// Refuses a row whose gradient could overflow T. Through the std the gradient grows like
+  /// 1 / (std + eps): with eps = 0 and a row whose values differ by subnormal amounts it can
+  /// exceed the largest T. Since std >= (max - min) / sqrt(2 (classes - ddof)), every entry is
+  /// at most weight * (f / tau) * (1 + classes) / (that bound + eps); only when this bound
+  /// nears the largest finite T is the row refused (so rows with eps >= 1e-30 never are).
+  void check_gradient_fits(const detail::row_scan<T>& scan, double row_weight, const char* whose,
+                           index row) const {
+    if (!options_.standardize) return;
+    const double tau = options_.temperature;
+    const double factor = (options_.scale_by_t2 ? tau * tau : 1.0) / tau;
+    const double degrees = static_cast<double>(scan.usable - options_.ddof);
+    const double spread = (static_cast<double>(scan.max) - static_cast<double>(scan.min)) /
+                          std::sqrt(2.0 * degrees);
+    const double bound = row_weight * factor * (1.0 + static_cast<double>(scan.usable)) /
+                         (spread + options_.eps);
+    if (!(bound < 0.25 * static_cast<double>(std::numeric_limits<T>::max()))) {
+      detail::throw_domain(name, std::string(whose) + " row " + std::to_string(row) +
+                                     " varies so little (max - min = " +
+                                     detail::number(static_cast<double>(scan.max) -
+                                                    static_cast<double>(scan.min)) +
+                                     ") that with eps = " + detail::number(options_.eps) +
+                                     " its gradient could overflow; use eps > 0 or a wider type");
     }
   }
 
@@ -281,7 +310,8 @@ class kd_loss {
     // Every row is checked before any output is written.
     std::vector<detail::row_scan<T>> student_scans;
     std::vector<detail::row_scan<T>> teacher_scans;
-    scan_inputs(student, teacher, weights.weights, student_scans, teacher_scans);
+    scan_inputs(student, teacher, weights.weights, !grad_student.empty(), !grad_teacher.empty(),
+                student_scans, teacher_scans);
 
     // Row r enters the reduced loss as weight_of(r) * loss_r.
     double total_weight = static_cast<double>(rows);
