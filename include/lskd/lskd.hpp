@@ -12,3 +12,4 @@
 #include <lskd/standardize.hpp>
 #include <lskd/softmax.hpp>
 #include <lskd/kd_loss.hpp>
+#include <lskd/dkd_loss.hpp>

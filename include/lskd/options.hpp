@@ -43,6 +43,24 @@ struct kd_options {
   bool scale_by_t2 = true;    ///< multiply the loss by temperature^2
 };
 
+/// Options of decoupled knowledge distillation (DKD, Zhao et al., CVPR 2022), optionally on
+/// standardized logits.
+///
+/// The defaults are the DKD paper's CIFAR-100 setting: alpha = 1, beta = 8, temperature 4,
+/// plain logits. For DKD with logit standardization, Sun et al. (CVPR 2024) set
+/// `standardize = true`, a base temperature of 2, and multiply alpha and beta by their KD
+/// weight (e.g. 9: alpha = 9, beta = 72); see docs/beyond.md.
+struct dkd_options {
+  double temperature = 4.0;   ///< base temperature tau, finite and > 0
+  double alpha = 1.0;         ///< weight of the target-class term (TCKD); finite, >= 0
+  double beta = 8.0;          ///< weight of the non-target term (NCKD); finite, >= 0
+  bool standardize = false;   ///< Z-score each row of teacher and student before the softmax
+  int ddof = 1;               ///< std divides by classes - ddof; 1 (unbiased) or 0
+  double eps = 1e-7;          ///< added to the std (not inside the square root); finite, >= 0
+  lskd::reduction reduction = lskd::reduction::batchmean;  ///< how rows are combined
+  bool scale_by_t2 = true;    ///< multiply both terms by temperature^2
+};
+
 /// Options of the per-row Z-score: y = (x - mean) / ((std + eps) * temperature).
 struct standardize_options {
   double temperature = 1.0;   ///< divides the Z-score; finite and > 0
