@@ -9,10 +9,13 @@ python3-torch):
 This writes tests/data/golden_beyond.txt: the line format of golden_kd.txt
 (tests/data/README.md) plus keyword lines for what plain KD does not have:
 
-    kind dkd                      which loss the case is for
-    alpha_beta <alpha> <beta>     DKD's weights of TCKD and NCKD
-    target <rows integers>        each row's true class
-    dtau <number>                 d(reduced loss)/d(temperature), the tau^2 factor included
+    kind dkd|mtkd                 which loss the case is for: DKD, or multi-temperature
+                                  KD (plain KD when it has one temperature)
+    alpha_beta <alpha> <beta>     DKD: the weights of TCKD and NCKD
+    target <rows integers>        DKD: each row's true class
+    temperatures <numbers>        mtkd: the temperatures (`options` holds the first)
+    dtau <numbers>                d(reduced loss)/d(temperature), the tau^2 factor
+                                  included; mtkd: one per temperature
 
 Everything is computed in torch.float64 with autograd. The DKD values come from
 the loss written with the target column removed exactly (dkd_rows_exact), and
@@ -86,6 +89,13 @@ def dkd_rows_exact(student, teacher, target, alpha, beta, temperature):
     return alpha * tckd + beta * nckd
 
 
+def kd_rows(student, teacher, temperature):
+    """Per-row KD loss KL(p_t || p_s) * tau^2 (Sun et al.'s formula after standardization)."""
+    log_ps = F.log_softmax(student / temperature, dim=1)
+    pt = F.softmax(teacher / temperature, dim=1)
+    return F.kl_div(log_ps, pt, reduction="none").sum(1) * temperature ** 2
+
+
 def reduce(per_row, reduction):
     if reduction == "none":
         return per_row
@@ -111,6 +121,23 @@ def evaluate_dkd(student, teacher, target, o, rows_formula=None):
     return loss.detach().reshape(-1), gs.detach(), gt.detach(), float(gtau)
 
 
+def evaluate_mtkd(student, teacher, o):
+    """Multi-temperature KD: the sum over the temperatures of KD at each one."""
+    s = student.clone().to(DTYPE).requires_grad_(True)
+    t = teacher.clone().to(DTYPE).requires_grad_(True)
+    taus = torch.tensor(o["temperatures"], dtype=DTYPE, requires_grad=True)
+    zs = standardize(s, o["ddof"], o["eps"]) if o["standardize"] else s
+    zt = standardize(t, o["ddof"], o["eps"]) if o["standardize"] else t
+    per_row = 0
+    for i in range(len(o["temperatures"])):
+        term = kd_rows(zs, zt, taus[i])
+        per_row = per_row + (term if o["scale_by_t2"] else term / taus[i] ** 2)
+    loss = reduce(per_row, o["reduction"])
+    total = loss.sum() if o["reduction"] == "none" else loss
+    gs, gt, gtaus = torch.autograd.grad(total, (s, t, taus))
+    return loss.detach().reshape(-1), gs.detach(), gt.detach(), gtaus.detach()
+
+
 # --------------------------------------------------------------------------
 # Inputs (all float32-representable)
 # --------------------------------------------------------------------------
@@ -126,6 +153,9 @@ def pair(seed, rows, cols, mean=0.0, std=1.0):
     target = torch.randint(0, cols, (rows,), generator=g)
     return s, t, target
 
+
+MTKD_DEFAULTS = dict(temperatures=[2.0, 3.0, 4.0, 5.0, 6.0], standardize=True, ddof=1,
+                     eps=1e-7, reduction="batchmean", scale_by_t2=True)
 
 DKD_DEFAULTS = dict(temperature=4.0, alpha=1.0, beta=8.0, standardize=False, ddof=1,
                     eps=1e-7, reduction="batchmean", scale_by_t2=True)
@@ -170,6 +200,35 @@ def build_cases():
     s, t, y = pair(2009, 1, 32000, std=2.0)
     add("dkd_1x32000_std", "V = 32000, DKD+LS; N(0, 2)", s, t, y,
         standardize=True, temperature=2.0, alpha=9.0, beta=72.0)
+
+    def add_mt(name, note, student, teacher, **kw):
+        o = dict(MTKD_DEFAULTS)
+        o.update(kw)
+        loss, gs, gt, gtaus = evaluate_mtkd(student, teacher, o)
+        cases.append(dict(name=name, note=note, kind="mtkd", o=o, student=student,
+                          teacher=teacher, target=None, loss=loss, gs=gs, gt=gt, dtau=gtaus))
+
+    s, t, _ = pair(3001, 4, 10)
+    add_mt("mtkd_4x10_std_T2to6", "standardized, temperatures 2..6; N(0, 1)", s, t)
+    s, t, _ = pair(3002, 3, 17, mean=-1.0, std=3.0)
+    add_mt("mtkd_3x17_nostd_sum", "plain logits, temperatures 1 and 4, sum; N(-1, 3)", s, t,
+           standardize=False, temperatures=[1.0, 4.0], reduction="sum")
+    s, t, _ = pair(3003, 5, 9)
+    add_mt("mtkd_5x9_none_ddof0_noscale", "ddof 0, reduction none, no tau^2; N(0, 1)", s, t,
+           ddof=0, temperatures=[0.5, 2.5], reduction="none", scale_by_t2=False)
+    s, t, _ = pair(3004, 2, 1000, mean=5.0, std=2.0)
+    add_mt("mtkd_2x1000_std", "standardized, temperatures 1..6; N(5, 2)", s, t,
+           temperatures=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    # One temperature: plain (LS-)KD, for kd_loss's temperature gradient too.
+    s, t, _ = pair(3005, 6, 23)
+    add_mt("kd_6x23_std_T2", "one temperature: kd_loss defaults; N(0, 1)", s, t,
+           temperatures=[2.0])
+    s, t, _ = pair(3006, 3, 31)
+    add_mt("kd_3x31_std_T0.05", "one temperature, tau 0.05 (learnable-temperature floor)", s, t,
+           temperatures=[0.05])
+    s, t, _ = pair(3007, 4, 12, std=2.0)
+    add_mt("kd_4x12_nostd_T4_sum", "one temperature, plain logits, sum; N(0, 2)", s, t,
+           standardize=False, temperatures=[4.0], reduction="sum")
     return cases
 
 
@@ -198,17 +257,22 @@ def write_file(path, cases):
             out.write("case %s\n" % c["name"])
             out.write("kind %s\n" % c["kind"])
             out.write("shape %d %d\n" % (rows, cols))
+            first_tau = o["temperature"] if c["kind"] == "dkd" else o["temperatures"][0]
             out.write("options %s %d %d %s %s %d\n" % (
-                fmt(o["temperature"]), int(o["standardize"]), o["ddof"], fmt(o["eps"]),
+                fmt(first_tau), int(o["standardize"]), o["ddof"], fmt(o["eps"]),
                 o["reduction"], int(o["scale_by_t2"])))
-            out.write("alpha_beta %s %s\n" % (fmt(o["alpha"]), fmt(o["beta"])))
-            out.write("target %s\n" % " ".join(str(int(v)) for v in c["target"].tolist()))
+            if c["kind"] == "dkd":
+                out.write("alpha_beta %s %s\n" % (fmt(o["alpha"]), fmt(o["beta"])))
+                out.write("target %s\n" % " ".join(str(int(v)) for v in c["target"].tolist()))
+            else:
+                out.write("temperatures %s\n" % " ".join(fmt(v) for v in o["temperatures"]))
             out.write("student %s\n" % fmt_list(c["student"]))
             out.write("teacher %s\n" % fmt_list(c["teacher"]))
             out.write("loss %s\n" % fmt_list(c["loss"]))
             out.write("grad_student %s\n" % fmt_list(c["gs"]))
             out.write("grad_teacher %s\n" % fmt_list(c["gt"]))
-            out.write("dtau %s\n" % fmt(c["dtau"]))
+            dtau = c["dtau"] if c["kind"] == "mtkd" else torch.tensor([c["dtau"]], dtype=DTYPE)
+            out.write("dtau %s\n" % fmt_list(dtau))
             out.write("end\n")
 
 
@@ -223,6 +287,15 @@ def self_checks(cases):
             if not (torch.allclose(loss, c["loss"], rtol=1e-10, atol=1e-12) and
                     torch.allclose(gs, c["gs"], rtol=0, atol=1e-10 * scale)):
                 sys.exit("self-check failed: %s differs from the authors' formula" % c["name"])
+        if c["kind"] == "mtkd" and len(c["o"]["temperatures"]) > 1:
+            # The sum over temperatures is the sum of the one-temperature losses.
+            parts = 0
+            for tau in c["o"]["temperatures"]:
+                o = dict(c["o"])
+                o["temperatures"] = [tau]
+                parts = parts + evaluate_mtkd(c["student"], c["teacher"], o)[0]
+            if not torch.allclose(parts, c["loss"], rtol=1e-12, atol=0):
+                sys.exit("self-check failed: %s is not a sum over temperatures" % c["name"])
         if c["kind"] == "dkd" and c["student"].shape[1] == 2:
             o = dict(c["o"])
             o["beta"] = 0.0

@@ -100,30 +100,41 @@ class kd_loss {
   /// overwrite the logits with their gradient; `grad_teacher` likewise `teacher`. Any other
   /// overlap between an output and an input or another output is an error. Pass an empty
   /// view `{}` as `grad_student` to get the teacher's gradient alone.
+  ///
+  /// `grad_temperature`, when not null, receives d(reduced loss)/d(temperature) (one double),
+  /// counting the tau^2 factor and both the student's and the teacher's dependence on tau: the
+  /// gradient a learnable temperature needs. It may be the only output asked for (both views
+  /// empty). See docs/beyond.md.
   double forward_backward(matrix_view<const T> student, matrix_view<const T> teacher,
                           matrix_view<T> grad_student, matrix_view<T> grad_teacher = {},
-                          double* row_losses = nullptr) const {
-    if (grad_student.empty() && grad_teacher.empty()) {
-      detail::throw_invalid(name, "'grad_student' and 'grad_teacher' are both empty; call "
-                                  "forward() for the loss alone");
-    }
-    return run(student, teacher, {}, grad_student, grad_teacher, row_losses);
+                          double* row_losses = nullptr,
+                          double* grad_temperature = nullptr) const {
+    check_some_gradient(grad_student, grad_teacher, grad_temperature);
+    return run(student, teacher, {}, grad_student, grad_teacher, row_losses, grad_temperature);
   }
 
   /// forward_backward over weighted rows: rows of weight 0 get a zero gradient; see the
   /// weighted forward() for the loss.
   double forward_backward(matrix_view<const T> student, matrix_view<const T> teacher,
                           const row_weights<T>& weights, matrix_view<T> grad_student,
-                          matrix_view<T> grad_teacher = {}, double* row_losses = nullptr) const {
-    if (grad_student.empty() && grad_teacher.empty()) {
-      detail::throw_invalid(name, "'grad_student' and 'grad_teacher' are both empty; call "
-                                  "forward() for the loss alone");
-    }
-    return run(student, teacher, weights, grad_student, grad_teacher, row_losses);
+                          matrix_view<T> grad_teacher = {}, double* row_losses = nullptr,
+                          double* grad_temperature = nullptr) const {
+    check_some_gradient(grad_student, grad_teacher, grad_temperature);
+    return run(student, teacher, weights, grad_student, grad_teacher, row_losses,
+               grad_temperature);
   }
 
  private:
   static constexpr const char* name = "lskd::kd_loss";
+
+  static void check_some_gradient(const matrix_view<T>& grad_student,
+                                  const matrix_view<T>& grad_teacher,
+                                  const double* grad_temperature) {
+    if (grad_student.empty() && grad_teacher.empty() && grad_temperature == nullptr) {
+      detail::throw_invalid(name, "'grad_student' and 'grad_teacher' are both empty; call "
+                                  "forward() for the loss alone");
+    }
+  }
 
   void check_arguments(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
                        const matrix_view<T>& grad_student, const matrix_view<T>& grad_teacher,
@@ -301,10 +312,12 @@ class kd_loss {
 
   double run(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
              const row_weights<T>& weights, const matrix_view<T>& grad_student,
-             const matrix_view<T>& grad_teacher, double* row_losses) const {
+             const matrix_view<T>& grad_teacher, double* row_losses,
+             double* grad_temperature = nullptr) const {
     check_arguments(student, teacher, grad_student, grad_teacher, row_losses);
     const index rows = student.rows();
     check_weights(weights, rows);
+    if (grad_temperature != nullptr) *grad_temperature = 0.0;
     if (rows == 0) return 0.0;
 
     // Every row is checked before any output is written.
@@ -328,8 +341,11 @@ class kd_loss {
       return divisor > 0.0 ? w / divisor : 0.0;  // every row masked: loss 0, gradient 0
     };
 
-    const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty();
+    const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||
+                                grad_temperature != nullptr;
     std::vector<double> losses(static_cast<std::size_t>(rows));
+    std::vector<double> tau_grads(grad_temperature != nullptr ? static_cast<std::size_t>(rows)
+                                                              : 0);
     detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
       // Each range has its own scratch for the row's exponentials: O(classes) per thread.
       std::vector<T> scratch(wants_gradient ? 2 * static_cast<std::size_t>(student.cols()) : 0);
@@ -347,7 +363,8 @@ class kd_loss {
         }
         losses[i] = row_weight * row_loss(student.row(r), teacher.row(r), student.cols(),
                                           student_scans[i], teacher_scans[i], weight_of(r), gs, gt,
-                                          scratch.data());
+                                          scratch.data(),
+                                          grad_temperature != nullptr ? &tau_grads[i] : nullptr);
       }
     });
 
@@ -357,14 +374,19 @@ class kd_loss {
     if (row_losses != nullptr) {
       for (index r = 0; r < rows; ++r) row_losses[r] = losses[static_cast<std::size_t>(r)];
     }
+    if (grad_temperature != nullptr) {
+      for (double g : tau_grads) *grad_temperature += g;
+    }
     if (options_.reduction != reduction::batchmean) return total;
     return divisor > 0.0 ? total / divisor : 0.0;
   }
 
-  /// One row: returns its loss and writes the requested gradients, scaled by `weight`.
+  /// One row: returns its loss and writes the requested gradients, scaled by `weight`, and
+  /// weight * d(loss)/d(tau) to `grad_tau` when it is not null.
   double row_loss(const T* student, const T* teacher, index n,
                   const detail::row_scan<T>& student_scan, const detail::row_scan<T>& teacher_scan,
-                  double weight, T* grad_student, T* grad_teacher, T* scratch) const {
+                  double weight, T* grad_student, T* grad_teacher, T* scratch,
+                  double* grad_tau = nullptr) const {
     const kd_options& o = options_;
     const double tau = o.temperature;
     const double factor = o.scale_by_t2 ? tau * tau : 1.0;
@@ -374,7 +396,7 @@ class kd_loss {
     const auto t = detail::standardization_of<T, Arch>(teacher, n, teacher_scan, o.standardize,
                                                        o.ddof, o.eps, tau);
 
-    if (grad_student == nullptr && grad_teacher == nullptr) {
+    if (grad_student == nullptr && grad_teacher == nullptr && grad_tau == nullptr) {
       const auto sums = detail::kd_exp_sweep<T, Arch, detail::kd_sums::loss>(
           student, teacher, n, s.map, t.map, nullptr, nullptr);
       return factor * kl_divergence(sums[0], sums[1], sums[2]);
@@ -385,7 +407,7 @@ class kd_loss {
     const double degrees = static_cast<double>(student_scan.usable - o.ddof);
     const bool masked = student_scan.usable < n;
 
-    if (grad_teacher == nullptr) {
+    if (grad_teacher == nullptr && grad_tau == nullptr) {
       const auto sums = detail::kd_exp_sweep<T, Arch, detail::kd_sums::student_grad>(
           student, teacher, n, s.map, t.map, student_exps, teacher_exps);
       const double kl = kl_divergence(sums[0], sums[1], sums[2]);
@@ -408,13 +430,29 @@ class kd_loss {
     // h . v^ = f (sum p_t d ut - KL sum p_t ut) for the path through the teacher's std.
     const double dlog = std::log(zs) - std::log(zt);
     const double through_std = factor * (sums[6] / zt + (dlog - kl) * sums[5] / zt);
+
+    // d(f KL)/d(tau) = f' KL - (f / tau)(S_s + S_t), S_s = g.z^ / f, S_t = h.v^ / f: KL depends
+    // on tau through z^ / tau and v^ / tau (docs/beyond.md).
+    if (grad_tau != nullptr) {
+      const double slope = o.scale_by_t2 ? 2.0 * tau : 0.0;
+      const double student_sum = sums[3] / zs - sums[4] / zt;
+      *grad_tau = weight * (slope * kl - (factor * student_sum + through_std) / tau);
+    }
+    if (grad_student == nullptr && grad_teacher == nullptr) return factor * kl;
     const double std_term = o.standardize && t.std > 0.0 ? weight * through_std / (degrees * t.std)
                                                          : 0.0;
     const detail::teacher_grad_coeffs<T> tc{
         static_cast<T>(weight * factor / (tau * t.divisor * zt)), static_cast<T>(dlog - kl),
         static_cast<T>(std_term * tau), static_cast<T>(std_term * t.offset)};
 
-    if (grad_student != nullptr) {
+    if (grad_teacher == nullptr) {
+      // Only the temperature's gradient needed the teacher's sums.
+      const auto sc = student_coefficients(zs, zt, sums[3], sums[4], s, factor, weight, degrees);
+      (masked ? detail::kd_grad_sweep<T, Arch, true, false, true>
+              : detail::kd_grad_sweep<T, Arch, true, false, false>)(
+          student, teacher, student_exps, teacher_exps, n, s.map, t.map, sc, {}, grad_student,
+          nullptr);
+    } else if (grad_student != nullptr) {
       const auto sc = student_coefficients(zs, zt, sums[3], sums[4], s, factor, weight, degrees);
       (masked ? detail::kd_grad_sweep<T, Arch, true, true, true>
               : detail::kd_grad_sweep<T, Arch, true, true, false>)(

@@ -13,3 +13,4 @@
 #include <lskd/softmax.hpp>
 #include <lskd/kd_loss.hpp>
 #include <lskd/dkd_loss.hpp>
+#include <lskd/multi_temperature_kd_loss.hpp>

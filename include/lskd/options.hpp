@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <vector>
 
 LSKD_NAMESPACE_BEGIN
 
@@ -59,6 +60,18 @@ struct dkd_options {
   double eps = 1e-7;          ///< added to the std (not inside the square root); finite, >= 0
   lskd::reduction reduction = lskd::reduction::batchmean;  ///< how rows are combined
   bool scale_by_t2 = true;    ///< multiply both terms by temperature^2
+};
+
+/// Options of multi-temperature KD: the sum of KD losses over several base temperatures, each
+/// scaled by its own temperature^2 (the instance-level loss of multi-level logit distillation).
+/// The other fields mean what they mean in kd_options.
+struct multi_temperature_kd_options {
+  std::vector<double> temperatures{2.0, 3.0, 4.0, 5.0, 6.0};  ///< each finite and > 0; not empty
+  bool standardize = true;    ///< Z-score each row of teacher and student before the softmax
+  int ddof = 1;               ///< std divides by classes - ddof; 1 (unbiased) or 0
+  double eps = 1e-7;          ///< added to the std; finite, >= 0
+  lskd::reduction reduction = lskd::reduction::batchmean;  ///< how rows are combined
+  bool scale_by_t2 = true;    ///< multiply each temperature's term by its temperature^2
 };
 
 /// Options of the per-row Z-score: y = (x - mean) / ((std + eps) * temperature).

@@ -5,7 +5,7 @@
 /// What the beyond-KD tests share: the float/double x architecture list, a comparison that
 /// prints expected, actual and tolerance, seeded random rows, and the reader of
 /// tests/data/golden_beyond.txt (the line format of golden_kd.txt plus `kind`, `alpha_beta`,
-/// `target` and `dtau` lines; see tools/make_golden_beyond.py).
+/// `target`, `temperatures` and `dtau` lines; see tools/make_golden_beyond.py).
 
 #include <lskd/lskd.hpp>
 
@@ -115,7 +115,29 @@ struct golden_case {
   std::vector<std::int64_t> target;
   std::vector<double> temperatures;
   std::vector<double> student, teacher, loss, grad_student, grad_teacher;
-  double dtau = 0.0;
+  std::vector<double> dtau;
+
+  lskd::multi_temperature_kd_options multi_temperature() const {
+    lskd::multi_temperature_kd_options o;
+    o.temperatures = temperatures;
+    o.standardize = standardize;
+    o.ddof = ddof;
+    o.eps = eps;
+    o.reduction = reduction;
+    o.scale_by_t2 = scale_by_t2;
+    return o;
+  }
+
+  lskd::kd_options kd() const {
+    lskd::kd_options o;
+    o.temperature = temperature;
+    o.standardize = standardize;
+    o.ddof = ddof;
+    o.eps = eps;
+    o.reduction = reduction;
+    o.scale_by_t2 = scale_by_t2;
+    return o;
+  }
 
   lskd::dkd_options dkd() const {
     lskd::dkd_options o;
@@ -228,9 +250,7 @@ inline std::vector<golden_case> read_golden(const std::string& path) {
     } else if (key == "grad_teacher") {
       current.grad_teacher = detail::numbers(rest, line);
     } else if (key == "dtau") {
-      const auto v = detail::numbers(rest, line);
-      if (v.size() != 1) detail::fail(line, "dtau needs 1 number");
-      current.dtau = v[0];
+      current.dtau = detail::numbers(rest, line);
     } else {
       detail::fail(line, "unknown keyword '" + key + "'");
     }

@@ -99,8 +99,8 @@ TEMPLATE_TEST_CASE("dkd_loss matches the PyTorch golden values", "[dkd][golden]"
       teacher.check();
 
       closeness dtau("d loss / d tau");
-      const double loss_size = std::fabs(c.loss[0]) + std::fabs(c.dtau) * c.temperature;
-      dtau.add(0, c.dtau, got.dtau, (is_float ? 5e-5 : 1e-10) * std::max(1.0, loss_size));
+      const double loss_size = std::fabs(c.loss[0]) + std::fabs(c.dtau[0]) * c.temperature;
+      dtau.add(0, c.dtau[0], got.dtau, (is_float ? 5e-5 : 1e-10) * std::max(1.0, loss_size));
       dtau.check();
     }
   }

@@ -1,0 +1,277 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// @file
+/// Multi-temperature KD: the sum of (optionally logit-standardized) KD losses over a list of
+/// base temperatures, with each row's scan and statistics computed once for all of them.
+
+#include <lskd/config.hpp>
+#include <lskd/detail/multi_temperature_kernels.hpp>
+#include <lskd/detail/parallel.hpp>
+#include <lskd/detail/row_driver.hpp>
+#include <lskd/options.hpp>
+#include <lskd/simd/dispatch.hpp>
+#include <lskd/views.hpp>
+
+#include <array>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+LSKD_NAMESPACE_BEGIN
+
+/// Multi-temperature KD between student and teacher logits, both rows x classes, row-major:
+/// the row's loss is sum_i tau_i^2 KL(softmax(v^ / tau_i) || softmax(z^ / tau_i)) over the
+/// temperatures tau_i (without tau_i^2 when `scale_by_t2` is off), z^ and v^ the Z-scored
+/// logits when `standardize` is on (as in lskd::kd_loss) or the logits themselves. Rows
+/// combine as `reduction` says. With one temperature it equals kd_loss with the same options.
+///
+/// Cost: the scan (min, max, finiteness) and the mean and std of each row are computed once;
+/// each temperature then costs one exp sweep (2 exponentials per logit) and, for gradients,
+/// one pass that adds its part into the output rows. M temperatures cost less than M calls of
+/// kd_loss (docs/beyond.md has measurements).
+///
+/// Gradients are exact, with respect to the student and teacher logits (through each side's
+/// mean and std) and to each temperature (counting its tau^2 factor).
+///
+/// Accuracy as lskd::kd_loss for each term. Errors (before any output is written):
+/// std::invalid_argument for a bad shape, option (an empty list, a temperature that is not
+/// finite and > 0) or any overlap between an output and an input (no in-place gradients: every
+/// temperature re-reads the logits); std::domain_error for a NaN or infinite logit, naming the
+/// row, and a constant row when standardizing with eps 0. Masked (-inf) classes and row
+/// weights are not supported here; use kd_loss per temperature for those.
+///
+/// @tparam T float or double.
+/// @tparam Arch an xsimd architecture tag, or lskd::simd::scalar.
+template <class T, class Arch = simd::default_arch>
+class multi_temperature_kd_loss {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "lskd::multi_temperature_kd_loss works on float or double logits");
+
+ public:
+  explicit multi_temperature_kd_loss(multi_temperature_kd_options options = {},
+                                     execution how = {})
+      : options_(std::move(options)), execution_(std::move(how)) {
+    if (options_.temperatures.empty()) {
+      detail::throw_invalid(name, "'temperatures' is empty; give at least one temperature");
+    }
+    for (double t : options_.temperatures) {
+      detail::check_positive_finite(name, "temperatures", t);
+    }
+    detail::check_nonnegative_finite(name, "eps", options_.eps);
+    detail::check_ddof(name, options_.ddof, 2, false);
+  }
+
+  const multi_temperature_kd_options& options() const noexcept { return options_; }
+  static constexpr const char* arch_name() noexcept { return Arch::name(); }
+
+  /// The reduced loss. `row_losses`: `rows` doubles for each row's loss (summed over the
+  /// temperatures) before reduction; required with reduction::none.
+  double forward(matrix_view<const T> student, matrix_view<const T> teacher,
+                 double* row_losses = nullptr) const {
+    return run(student, teacher, {}, {}, nullptr, row_losses);
+  }
+
+  /// The reduced loss and its gradients with respect to the student logits, the teacher logits
+  /// and each temperature (`grad_temperatures`: one double per temperature, in the order of
+  /// the options), each computed only when given; at least one must be.
+  double forward_backward(matrix_view<const T> student, matrix_view<const T> teacher,
+                          matrix_view<T> grad_student, matrix_view<T> grad_teacher = {},
+                          double* grad_temperatures = nullptr,
+                          double* row_losses = nullptr) const {
+    if (grad_student.empty() && grad_teacher.empty() && grad_temperatures == nullptr) {
+      detail::throw_invalid(name, "'grad_student', 'grad_teacher' and 'grad_temperatures' are "
+                                  "all empty; call forward() for the loss alone");
+    }
+    return run(student, teacher, grad_student, grad_teacher, grad_temperatures, row_losses);
+  }
+
+ private:
+  static constexpr const char* name = "lskd::multi_temperature_kd_loss";
+
+  void check_arguments(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
+                       const matrix_view<T>& grad_student, const matrix_view<T>& grad_teacher,
+                       const double* row_losses) const {
+    detail::check_view(name, "student", student);
+    detail::check_view(name, "teacher", teacher);
+    detail::check_same_shape(name, "teacher", teacher, "student", student);
+    detail::check_ddof(name, options_.ddof, student.cols(), options_.standardize);
+    if (!grad_student.empty()) {
+      detail::check_view(name, "grad_student", grad_student);
+      detail::check_same_shape(name, "grad_student", grad_student, "student", student);
+      detail::check_no_overlap(name, "grad_student", grad_student, "student", student, false);
+      detail::check_no_overlap(name, "grad_student", grad_student, "teacher", teacher, false);
+    }
+    if (!grad_teacher.empty()) {
+      detail::check_view(name, "grad_teacher", grad_teacher);
+      detail::check_same_shape(name, "grad_teacher", grad_teacher, "teacher", teacher);
+      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "teacher", teacher, false);
+      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "student", student, false);
+      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "grad_student", grad_student,
+                               false);
+    }
+    if (options_.reduction == reduction::none && row_losses == nullptr && student.rows() > 0) {
+      detail::throw_invalid(name, "'row_losses' is null; reduction::none needs a buffer of "
+                                  "`rows` doubles for the per-row losses");
+    }
+  }
+
+  double run(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
+             const matrix_view<T>& grad_student, const matrix_view<T>& grad_teacher,
+             double* grad_temperatures, double* row_losses) const {
+    check_arguments(student, teacher, grad_student, grad_teacher, row_losses);
+    const index rows = student.rows();
+    const index n = student.cols();
+    const auto count = options_.temperatures.size();
+    if (grad_temperatures != nullptr) std::fill(grad_temperatures, grad_temperatures + count, 0.0);
+    if (rows == 0) return 0.0;
+
+    // Every row is checked before any output is written.
+    const auto student_scans = detail::scan_rows<T, Arch>(name, "student logits", student);
+    const auto teacher_scans = detail::scan_rows<T, Arch>(name, "teacher logits", teacher);
+    if (options_.standardize && options_.eps == 0.0) {
+      for (index r = 0; r < rows; ++r) {
+        const auto i = static_cast<std::size_t>(r);
+        if (student_scans[i].min == student_scans[i].max ||
+            teacher_scans[i].min == teacher_scans[i].max) {
+          detail::throw_domain(name, "row " + std::to_string(r) + " has all " +
+                                         (student_scans[i].min == student_scans[i].max
+                                              ? "student" : "teacher") +
+                                         " logits equal (std 0) and eps is 0; use eps > 0");
+        }
+      }
+    }
+
+    const double weight = options_.reduction == reduction::batchmean
+                              ? 1.0 / static_cast<double>(rows) : 1.0;
+    const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||
+                                grad_temperatures != nullptr;
+    std::vector<double> losses(static_cast<std::size_t>(rows));
+    std::vector<double> tau_grads(grad_temperatures != nullptr ? count * rows : 0);
+    detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
+      // Each range has its own scratch for one temperature's exponentials: O(classes).
+      std::vector<T> scratch(wants_gradient ? 2 * static_cast<std::size_t>(n) : 0);
+      for (index r = begin; r < end; ++r) {
+        const auto i = static_cast<std::size_t>(r);
+        losses[i] = row_loss(student.row(r), teacher.row(r), n, student_scans[i],
+                             teacher_scans[i], weight,
+                             grad_student.empty() ? nullptr : grad_student.row(r),
+                             grad_teacher.empty() ? nullptr : grad_teacher.row(r),
+                             grad_temperatures != nullptr ? tau_grads.data() + i * count
+                                                          : nullptr,
+                             scratch.data());
+      }
+    });
+
+    // Rows are combined in index order, in double: the same result for any schedule.
+    double total = 0.0;
+    for (double loss : losses) total += loss;
+    if (row_losses != nullptr) std::copy(losses.begin(), losses.end(), row_losses);
+    if (grad_temperatures != nullptr) {
+      for (std::size_t r = 0; r < static_cast<std::size_t>(rows); ++r) {
+        for (std::size_t k = 0; k < count; ++k) grad_temperatures[k] += tau_grads[r * count + k];
+      }
+    }
+    return options_.reduction == reduction::batchmean ? total * weight : total;
+  }
+
+  /// One row: the statistics once, then per temperature one exp sweep and one gradient pass.
+  /// Returns the row's loss; writes the gradients scaled by `weight` and, per temperature,
+  /// weight * d(row loss)/d(tau_i) into `grad_taus`.
+  double row_loss(const T* student, const T* teacher, index n,
+                  const detail::row_scan<T>& student_scan,
+                  const detail::row_scan<T>& teacher_scan, double weight, T* grad_student,
+                  T* grad_teacher, double* grad_taus, T* scratch) const {
+    const auto& o = options_;
+    // Statistics at temperature 1: u0 = (x - max) / s, and z^ = u0 + offset.
+    const auto s = detail::standardization_of<T, Arch>(student, n, student_scan, o.standardize,
+                                                       o.ddof, o.eps, 1.0);
+    const auto t = detail::standardization_of<T, Arch>(teacher, n, teacher_scan, o.standardize,
+                                                       o.ddof, o.eps, 1.0);
+    const double student_gain = 1.0 / (static_cast<double>(s.map.scale) * s.divisor);
+    const double teacher_gain = 1.0 / (static_cast<double>(t.map.scale) * t.divisor);
+    const double degrees = static_cast<double>(n - o.ddof);
+    const bool teacher_sums = grad_teacher != nullptr || grad_taus != nullptr;
+    T* student_exps = scratch;
+    T* teacher_exps = scratch + n;
+
+    double total = 0.0;
+    for (std::size_t k = 0; k < o.temperatures.size(); ++k) {
+      const double tau = o.temperatures[k];
+      const double factor = o.scale_by_t2 ? tau * tau : 1.0;
+      const detail::affine<T> student_map{s.map.scale, s.map.shift,
+                                          detail::gain_in<T>(student_gain / tau)};
+      const detail::affine<T> teacher_map{t.map.scale, t.map.shift,
+                                          detail::gain_in<T>(teacher_gain / tau)};
+
+      std::array<double, 7> sums{};
+      if (teacher_sums) {
+        sums = detail::kd_exp_sweep<T, Arch, detail::kd_sums::both_grads>(
+            student, teacher, n, student_map, teacher_map, student_exps, teacher_exps);
+      } else if (grad_student != nullptr) {
+        const auto part = detail::kd_exp_sweep<T, Arch, detail::kd_sums::student_grad>(
+            student, teacher, n, student_map, teacher_map, student_exps, teacher_exps);
+        std::copy(part.begin(), part.end(), sums.begin());
+      } else {
+        const auto part = detail::kd_exp_sweep<T, Arch, detail::kd_sums::loss>(
+            student, teacher, n, student_map, teacher_map, nullptr, nullptr);
+        std::copy(part.begin(), part.end(), sums.begin());
+      }
+      const double zs = sums[0];
+      const double zt = sums[1];
+      const double dlog = std::log(zs) - std::log(zt);
+      const double kl = sums[2] / zt + dlog;
+      total += factor * kl;
+      if (grad_student == nullptr && grad_teacher == nullptr && grad_taus == nullptr) continue;
+
+      // S_s = g.z^ / f and S_t = h.v^ / f (math.md); they give the std paths and d/dtau.
+      const double s_student = sums[3] / zs - sums[4] / zt;
+      const double s_teacher = sums[6] / zt + (dlog - kl) * sums[5] / zt;
+      if (grad_taus != nullptr) {
+        const double slope = o.scale_by_t2 ? 2.0 * tau : 0.0;
+        grad_taus[k] = weight * (slope * kl - factor * (s_student + s_teacher) / tau);
+      }
+      const auto std_term = [&](const detail::row_standardization<T>& side, double s_side) {
+        return o.standardize && side.std > 0.0 ? weight * factor * s_side / (degrees * side.std)
+                                               : 0.0;
+      };
+      const double student_scale = weight * factor / (tau * s.divisor);
+      const double student_std = std_term(s, s_student);
+      const detail::student_grad_coeffs<T> sc{
+          static_cast<T>(student_scale / zs), static_cast<T>(student_scale / zt),
+          static_cast<T>(student_std), static_cast<T>(student_std * s.offset)};
+      const double teacher_std = std_term(t, s_teacher);
+      const detail::teacher_grad_coeffs<T> tc{
+          static_cast<T>(weight * factor / (tau * t.divisor * zt)), static_cast<T>(dlog - kl),
+          static_cast<T>(teacher_std), static_cast<T>(teacher_std * t.offset)};
+      const detail::affine<T> student_base{s.map.scale, s.map.shift,
+                                           detail::gain_in<T>(student_gain)};
+      const detail::affine<T> teacher_base{t.map.scale, t.map.shift,
+                                           detail::gain_in<T>(teacher_gain)};
+
+      const auto pass = [&](auto kernel) {
+        kernel(student, teacher, student_exps, teacher_exps, n, student_map, teacher_map,
+               student_base, teacher_base, sc, tc, grad_student, grad_teacher);
+      };
+      const bool first = k == 0;
+      if (grad_student != nullptr && grad_teacher != nullptr) {
+        pass(first ? detail::multi_temperature_grad_pass<T, Arch, true, true, true>
+                   : detail::multi_temperature_grad_pass<T, Arch, true, true, false>);
+      } else if (grad_student != nullptr) {
+        pass(first ? detail::multi_temperature_grad_pass<T, Arch, true, false, true>
+                   : detail::multi_temperature_grad_pass<T, Arch, true, false, false>);
+      } else if (grad_teacher != nullptr) {
+        pass(first ? detail::multi_temperature_grad_pass<T, Arch, false, true, true>
+                   : detail::multi_temperature_grad_pass<T, Arch, false, true, false>);
+      }
+    }
+    return total;
+  }
+
+  multi_temperature_kd_options options_;
+  execution execution_;
+};
+
+LSKD_NAMESPACE_END

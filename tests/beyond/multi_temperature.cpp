@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: MIT
+// lskd::multi_temperature_kd_loss and kd_loss's temperature gradient: PyTorch golden values,
+// finite differences in double, agreement with kd_loss, and errors.
+
+#include "beyond_support.hpp"
+
+#include <lskd/kd_loss.hpp>
+#include <lskd/multi_temperature_kd_loss.hpp>
+
+using namespace beyond_test;
+
+namespace {
+
+/// Compares loss, gradients and temperature gradients of one golden case.
+template <class T>
+void compare_with_golden(const golden_case& c, double loss, const std::vector<double>& row_losses,
+                         const std::vector<T>& grad_student, const std::vector<T>& grad_teacher,
+                         const std::vector<double>& dtau) {
+  const bool is_float = std::is_same<T, float>::value;
+  const double loss_tolerance = is_float ? 2e-5 : 1e-11;
+  closeness losses("loss");
+  if (c.reduction == lskd::reduction::none) {
+    for (lskd::index r = 0; r < c.rows; ++r) {
+      const double expected = c.loss[static_cast<std::size_t>(r)];
+      losses.add(r, expected, row_losses[static_cast<std::size_t>(r)],
+                 loss_tolerance * std::max(1.0, std::fabs(expected)));
+    }
+  } else {
+    losses.add(0, c.loss[0], loss, loss_tolerance * std::max(1.0, std::fabs(c.loss[0])));
+  }
+  losses.check();
+
+  // Gradients: relative to the row's largest entry of either gradient. At tau 0.05 the teacher
+  // softmax is almost one-hot and its gradient row tiny, but its absolute error comes from
+  // terms of the student's size.
+  const double grad_tolerance = is_float ? 3e-5 : 1e-10;
+  closeness student("grad_student");
+  closeness teacher("grad_teacher");
+  for (lskd::index r = 0; r < c.rows; ++r) {
+    const double row = std::max(row_scale(c.grad_student, c.cols, r),
+                                row_scale(c.grad_teacher, c.cols, r));
+    const double student_scale = row;
+    const double teacher_scale = row;
+    for (lskd::index j = 0; j < c.cols; ++j) {
+      const auto i = static_cast<std::size_t>(r * c.cols + j);
+      student.add(static_cast<lskd::index>(i), c.grad_student[i], grad_student[i],
+                  grad_tolerance * student_scale);
+      teacher.add(static_cast<lskd::index>(i), c.grad_teacher[i], grad_teacher[i],
+                  grad_tolerance * teacher_scale);
+    }
+  }
+  student.check();
+  teacher.check();
+
+  double loss_size = 0;
+  for (double l : c.loss) loss_size += std::fabs(l);
+  closeness taus("d loss / d tau_i");
+  for (std::size_t k = 0; k < c.dtau.size(); ++k) {
+    const double size = loss_size / c.temperatures[k] + std::fabs(c.dtau[k]);
+    taus.add(static_cast<lskd::index>(k), c.dtau[k], dtau[k],
+             (is_float ? 5e-5 : 1e-10) * std::max(1.0, size));
+  }
+  taus.check();
+}
+
+double multi_value(const lskd::multi_temperature_kd_options& o, const std::vector<double>& student,
+                   const std::vector<double>& teacher, lskd::index rows, lskd::index cols) {
+  std::vector<double> row_losses(static_cast<std::size_t>(rows));
+  return lskd::multi_temperature_kd_loss<double, lskd::simd::scalar>(o).forward(
+      {student.data(), rows, cols}, {teacher.data(), rows, cols}, row_losses.data());
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("multi_temperature_kd_loss matches the PyTorch golden values",
+                   "[multi_temperature][golden]", float_simd, float_scalar, double_simd,
+                   double_scalar) {
+  using T = typename TestType::value_type;
+  using Arch = typename TestType::arch;
+  for (const golden_case& c : golden_cases()) {
+    if (c.kind != "mtkd") continue;
+    SECTION(c.name) {
+      const auto student = converted<T>(c.student);
+      const auto teacher = converted<T>(c.teacher);
+      std::vector<T> gs(student.size()), gt(teacher.size());
+      std::vector<double> row_losses(static_cast<std::size_t>(c.rows));
+      std::vector<double> dtau(c.temperatures.size());
+      const lskd::multi_temperature_kd_loss<T, Arch> loss(c.multi_temperature());
+      const double value = loss.forward_backward(
+          {student.data(), c.rows, c.cols}, {teacher.data(), c.rows, c.cols},
+          {gs.data(), c.rows, c.cols}, {gt.data(), c.rows, c.cols}, dtau.data(),
+          row_losses.data());
+      compare_with_golden(c, value, row_losses, gs, gt, dtau);
+
+      // forward alone gives the same loss.
+      std::vector<double> forward_rows(static_cast<std::size_t>(c.rows));
+      const double forward = loss.forward({student.data(), c.rows, c.cols},
+                                          {teacher.data(), c.rows, c.cols}, forward_rows.data());
+      CHECK(forward == Approx(value).epsilon(std::is_same<T, float>::value ? 1e-6 : 1e-12));
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("kd_loss's temperature gradient matches the PyTorch golden values",
+                   "[kd][temperature][golden]", float_simd, float_scalar, double_simd,
+                   double_scalar) {
+  using T = typename TestType::value_type;
+  using Arch = typename TestType::arch;
+  for (const golden_case& c : golden_cases()) {
+    if (c.kind != "mtkd" || c.temperatures.size() != 1) continue;
+    SECTION(c.name) {
+      const auto student = converted<T>(c.student);
+      const auto teacher = converted<T>(c.teacher);
+      std::vector<T> gs(student.size()), gt(teacher.size());
+      std::vector<double> row_losses(static_cast<std::size_t>(c.rows));
+      std::vector<double> dtau(1);
+      const lskd::kd_loss<T, Arch> kd(c.kd());
+      const double value = kd.forward_backward(
+          {student.data(), c.rows, c.cols}, {teacher.data(), c.rows, c.cols},
+          {gs.data(), c.rows, c.cols}, {gt.data(), c.rows, c.cols}, row_losses.data(),
+          dtau.data());
+      compare_with_golden(c, value, row_losses, gs, gt, dtau);
+
+      // The temperature gradient alone, and with the student's gradient alone, is the same.
+      double alone = 0, with_student = 0;
+      kd.forward_backward({student.data(), c.rows, c.cols}, {teacher.data(), c.rows, c.cols}, {},
+                          {}, row_losses.data(), &alone);
+      std::vector<T> gs2(student.size());
+      kd.forward_backward({student.data(), c.rows, c.cols}, {teacher.data(), c.rows, c.cols},
+                          {gs2.data(), c.rows, c.cols}, {}, row_losses.data(), &with_student);
+      CHECK(alone == dtau[0]);
+      CHECK(with_student == dtau[0]);
+      CHECK(gs2 == gs);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("multi_temperature_kd_loss gradients match finite differences in double",
+                   "[multi_temperature][fd]", double_simd, double_scalar) {
+  using Arch = typename TestType::arch;
+  const lskd::index rows = 2;
+  const lskd::index cols = GENERATE(as<lskd::index>{}, 2, 9, 35);
+  const bool standardize = GENERATE(false, true);
+  lskd::multi_temperature_kd_options o;
+  o.standardize = standardize;
+  o.temperatures = {0.05, 1.0, 3.5};
+  o.reduction = lskd::reduction::sum;
+  // Small logits keep u = x / 0.05 moderate without standardization.
+  const double spread = standardize ? 1.0 : 0.05;
+  auto student = random_rows<double>(21u + static_cast<unsigned>(cols), rows * cols, 0.1, spread);
+  auto teacher = random_rows<double>(22u + static_cast<unsigned>(cols), rows * cols, 0.0, spread);
+  INFO("cols " << cols << ", standardize " << standardize);
+
+  std::vector<double> gs(student.size()), gt(teacher.size()), dtau(3);
+  const double loss = lskd::multi_temperature_kd_loss<double, Arch>(o).forward_backward(
+      {student.data(), rows, cols}, {teacher.data(), rows, cols}, {gs.data(), rows, cols},
+      {gt.data(), rows, cols}, dtau.data());
+  const auto difference = [&](std::vector<double>& x, std::size_t i) {
+    const double saved = x[i];
+    // The loss has an absolute roundoff of about 1e-16 * tau^2 * log(classes) (a KL from log
+    // sums), so steps of 1e-5 keep that noise below the tolerance.
+    const double h = 1e-5 * std::max(spread, std::fabs(saved));
+    x[i] = saved + h;
+    const double up = multi_value(o, student, teacher, rows, cols);
+    x[i] = saved - h;
+    const double down = multi_value(o, student, teacher, rows, cols);
+    x[i] = saved;
+    return (up - down) / (2 * h);
+  };
+  // Differences carry about 1e-16 * loss / h of noise; with 2 standardized classes the true
+  // gradient is an eps-sized effect below that, so the scale has a floor set by the loss.
+  double scale = 1e-3 * std::max(1.0, std::fabs(loss));
+  for (double g : gs) scale = std::max(scale, std::fabs(g));
+  for (double g : gt) scale = std::max(scale, std::fabs(g));
+  closeness student_check("grad_student vs finite differences");
+  closeness teacher_check("grad_teacher vs finite differences");
+  for (std::size_t i = 0; i < student.size(); ++i) {
+    student_check.add(static_cast<lskd::index>(i), difference(student, i), gs[i], 2e-6 * scale);
+    teacher_check.add(static_cast<lskd::index>(i), difference(teacher, i), gt[i], 2e-6 * scale);
+  }
+  student_check.check();
+  teacher_check.check();
+
+  closeness tau_check("d loss / d tau_i vs finite differences");
+  for (std::size_t k = 0; k < o.temperatures.size(); ++k) {
+    const double tau = o.temperatures[k];
+    const double h = 1e-6 * tau;
+    auto up = o, down = o;
+    up.temperatures[k] = tau + h;
+    down.temperatures[k] = tau - h;
+    const double numeric = (multi_value(up, student, teacher, rows, cols) -
+                            multi_value(down, student, teacher, rows, cols)) /
+                           (2 * h);
+    tau_check.add(static_cast<lskd::index>(k), numeric, dtau[k],
+                  1e-6 * std::max(1.0, std::fabs(loss) / tau));
+  }
+  tau_check.check();
+}
+
+TEMPLATE_TEST_CASE("kd_loss's temperature gradient matches finite differences down to tau 0.05",
+                   "[kd][temperature][fd]", double_simd, double_scalar) {
+  using Arch = typename TestType::arch;
+  const lskd::index rows = 3, cols = 40;
+  const double tau = GENERATE(0.05, 0.3, 2.0, 8.0);
+  const bool standardize = GENERATE(false, true);
+  const bool scale = GENERATE(false, true);
+  lskd::kd_options o;
+  o.temperature = tau;
+  o.standardize = standardize;
+  o.scale_by_t2 = scale;
+  const auto student = random_rows<double>(31, rows * cols);
+  const auto teacher = random_rows<double>(32, rows * cols);
+  const auto value = [&](double temperature) {
+    auto p = o;
+    p.temperature = temperature;
+    return lskd::kd_loss<double, Arch>(p).forward({student.data(), rows, cols},
+                                                  {teacher.data(), rows, cols});
+  };
+  double dtau = 0;
+  const double loss = lskd::kd_loss<double, Arch>(o).forward_backward(
+      {student.data(), rows, cols}, {teacher.data(), rows, cols}, {}, {}, nullptr, &dtau);
+  const double h = 1e-6 * tau;
+  const double numeric = (value(tau + h) - value(tau - h)) / (2 * h);
+  INFO("tau " << tau << ", standardize " << standardize << ", scale_by_t2 " << scale);
+  CHECK(std::isfinite(dtau));
+  closeness check("d loss / d tau vs finite differences");
+  check.add(0, numeric, dtau, 1e-6 * std::max(1.0, std::fabs(loss) / tau + std::fabs(numeric)));
+  check.check();
+}
+
+TEMPLATE_TEST_CASE("multi_temperature_kd_loss with one temperature equals kd_loss",
+                   "[multi_temperature]", float_simd, double_simd) {
+  using T = typename TestType::value_type;
+  const lskd::index rows = 5, cols = 29;
+  const auto student = random_rows<T>(41, rows * cols, 2.0, 3.0);
+  const auto teacher = random_rows<T>(42, rows * cols);
+  lskd::kd_options kd_options;
+  kd_options.temperature = 3.0;
+  lskd::multi_temperature_kd_options multi_options;
+  multi_options.temperatures = {3.0};
+  std::vector<T> gs_kd(student.size()), gt_kd(student.size());
+  std::vector<T> gs_multi(student.size()), gt_multi(student.size());
+  const double a = lskd::kd_loss<T>(kd_options).forward_backward(
+      {student.data(), rows, cols}, {teacher.data(), rows, cols}, {gs_kd.data(), rows, cols},
+      {gt_kd.data(), rows, cols});
+  const double b = lskd::multi_temperature_kd_loss<T>(multi_options).forward_backward(
+      {student.data(), rows, cols}, {teacher.data(), rows, cols}, {gs_multi.data(), rows, cols},
+      {gt_multi.data(), rows, cols});
+  CHECK(b == Approx(a).epsilon(1e-6));
+  double largest = 0;
+  for (T g : gs_kd) largest = std::max(largest, static_cast<double>(std::fabs(g)));
+  for (std::size_t i = 0; i < gs_kd.size(); ++i) {
+    INFO("element " << i);
+    CHECK(gs_multi[i] == Approx(gs_kd[i]).margin(1e-5 * largest));
+    CHECK(gt_multi[i] == Approx(gt_kd[i]).margin(1e-5 * largest));
+  }
+}
+
+TEST_CASE("multi_temperature_kd_loss refuses what it cannot compute", "[multi_temperature]") {
+  lskd::multi_temperature_kd_options o;
+  o.temperatures = {};
+  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<float>(o), Catch::Contains("empty"));
+  o.temperatures = {2.0, -1.0};
+  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<float>(o), Catch::Contains("temperatures"));
+  o.temperatures = {2.0};
+  const lskd::multi_temperature_kd_loss<float> loss(o);
+  std::vector<float> x = random_rows<float>(1, 12), v = random_rows<float>(2, 12);
+  CHECK_THROWS_WITH(loss.forward_backward({x.data(), 3, 4}, {v.data(), 3, 4}, {x.data(), 3, 4}),
+                    Catch::Contains("'grad_student' overlaps 'student'"));
+  v[5] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH(loss.forward({x.data(), 3, 4}, {v.data(), 3, 4}),
+                    Catch::Contains("row 1") && Catch::Contains("NaN"));
+}
