@@ -14,3 +14,4 @@
 #include <lskd/kd_loss.hpp>
 #include <lskd/dkd_loss.hpp>
 #include <lskd/multi_temperature_kd_loss.hpp>
+#include <lskd/half_precision.hpp>

@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// @file
+/// KD and DKD losses on 16-bit logits (Eigen::bfloat16, Eigen::half): the logits are widened
+/// to float exactly, the float kernels run on them, and the gradients are written as float or
+/// rounded to the input type, as the caller chooses.
+
+#include <lskd/config.hpp>
+#include <lskd/dkd_loss.hpp>
+#include <lskd/kd_loss.hpp>
+#include <lskd/options.hpp>
+#include <lskd/simd/dispatch.hpp>
+#include <lskd/views.hpp>
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+LSKD_NAMESPACE_BEGIN
+namespace detail {
+
+template <class Storage>
+struct is_half_storage
+    : std::integral_constant<bool, std::is_same<Storage, Eigen::bfloat16>::value ||
+                                       std::is_same<Storage, Eigen::half>::value> {};
+
+/// Widens one row to float. Exact for both types (every bfloat16 and half value is a float).
+/// bfloat16 is the top half of a float's bits, so widening is a 16-bit shift, a loop the
+/// compiler vectorizes; half goes through Eigen's packet conversion (F16C or AVX-512 where
+/// the flags allow).
+inline void widen_row(const Eigen::bfloat16* in, float* out, index n) {
+  for (index i = 0; i < n; ++i) {
+    std::uint16_t bits;
+    std::memcpy(&bits, &in[i], sizeof bits);
+    const std::uint32_t wide = static_cast<std::uint32_t>(bits) << 16;
+    std::memcpy(&out[i], &wide, sizeof wide);
+  }
+}
+inline void widen_row(const Eigen::half* in, float* out, index n) {
+  Eigen::Map<Eigen::ArrayXf>(out, n) =
+      Eigen::Map<const Eigen::Array<Eigen::half, Eigen::Dynamic, 1>>(in, n).template cast<float>();
+}
+
+/// Rounds one float row to the 16-bit type, to nearest even (Eigen's conversion).
+template <class Storage>
+inline void narrow_row(const float* in, Storage* out, index n) {
+  Eigen::Map<Eigen::Array<Storage, Eigen::Dynamic, 1>>(out, n) =
+      Eigen::Map<const Eigen::ArrayXf>(in, n).template cast<Storage>();
+}
+
+/// A dense float copy (leading dimension = cols) of a 16-bit matrix.
+template <class Storage>
+inline std::vector<float> widen_matrix(const matrix_view<const Storage>& logits) {
+  std::vector<float> wide(static_cast<std::size_t>(logits.rows() * logits.cols()));
+  for (index r = 0; r < logits.rows(); ++r) {
+    widen_row(logits.row(r), wide.data() + r * logits.cols(), logits.cols());
+  }
+  return wide;
+}
+
+/// Writes a dense float gradient into a 16-bit view, row by row.
+template <class Storage>
+inline void narrow_matrix(const std::vector<float>& gradient, const matrix_view<Storage>& out) {
+  for (index r = 0; r < out.rows(); ++r) {
+    narrow_row(gradient.data() + r * out.cols(), out.row(r), out.cols());
+  }
+}
+
+/// The checks the wrappers make before converting: views, shapes and overlaps between the
+/// 16-bit inputs and the outputs (a 16-bit gradient may be exactly its own logits).
+template <class Storage, class Gradient>
+inline void check_half_views(const char* function, const matrix_view<const Storage>& student,
+                             const matrix_view<const Storage>& teacher,
+                             const matrix_view<Gradient>& grad_student,
+                             const matrix_view<Gradient>& grad_teacher) {
+  constexpr bool same_type = std::is_same<Storage, Gradient>::value;
+  check_view(function, "student", student);
+  check_view(function, "teacher", teacher);
+  check_same_shape(function, "teacher", teacher, "student", student);
+  if (!grad_student.empty()) {
+    check_view(function, "grad_student", grad_student);
+    check_same_shape(function, "grad_student", grad_student, "student", student);
+    check_no_overlap(function, "grad_student", grad_student, "student", student, same_type);
+    check_no_overlap(function, "grad_student", grad_student, "teacher", teacher, false);
+  }
+  if (!grad_teacher.empty()) {
+    check_view(function, "grad_teacher", grad_teacher);
+    check_same_shape(function, "grad_teacher", grad_teacher, "teacher", teacher);
+    check_no_overlap(function, "grad_teacher", grad_teacher, "teacher", teacher, same_type);
+    check_no_overlap(function, "grad_teacher", grad_teacher, "student", student, false);
+    check_no_overlap(function, "grad_teacher", grad_teacher, "grad_student", grad_student, false);
+  }
+}
+
+}  // namespace detail
+
+/// lskd::kd_loss on bfloat16 or half logits.
+///
+/// Every 16-bit logit is widened to float exactly, then the float kernels of kd_loss<float,
+/// Arch> run on the widened values: the loss and the float gradient are exactly those of
+/// kd_loss<float> on the same converted values (no rounding happens before the conversion).
+/// A 16-bit gradient is that float gradient rounded to nearest even at the very end.
+///
+/// Options, reductions, row weights, masked classes (-inf in both), errors and accuracy are
+/// those of kd_loss (its messages name `lskd::kd_loss`). The gradient views are float, or the
+/// input type; a gradient of the input type may be exactly its own logits (in place).
+///
+/// NOTE: the whole batch is widened into a float buffer first (2 bytes more per logit and
+/// input for the call's duration). Widening per row inside the kernels would need only
+/// O(classes) per thread; it needs the row kernels templated on a storage type apart from
+/// the compute type.
+///
+/// @tparam Storage Eigen::bfloat16 or Eigen::half.
+template <class Storage, class Arch = simd::default_arch>
+class half_precision_kd_loss {
+  static_assert(detail::is_half_storage<Storage>::value,
+                "lskd::half_precision_kd_loss takes Eigen::bfloat16 or Eigen::half logits");
+
+ public:
+  explicit half_precision_kd_loss(const kd_options& options = {}, execution how = {})
+      : loss_(options, std::move(how)) {}
+
+  const kd_options& options() const noexcept { return loss_.options(); }
+
+  /// The reduced loss; see kd_loss::forward.
+  double forward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                 double* row_losses = nullptr) const {
+    return forward(student, teacher, row_weights<float>{}, row_losses);
+  }
+
+  /// The reduced loss over weighted rows; see kd_loss::forward.
+  double forward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                 const row_weights<float>& weights, double* row_losses = nullptr) const {
+    detail::check_half_views<Storage, float>(name, student, teacher, {}, {});
+    const auto s = detail::widen_matrix(student);
+    const auto t = detail::widen_matrix(teacher);
+    return loss_.forward(dense(s, student), dense(t, teacher), weights, row_losses);
+  }
+
+  /// Loss and float gradients; see kd_loss::forward_backward.
+  double forward_backward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                          matrix_view<float> grad_student, matrix_view<float> grad_teacher = {},
+                          double* row_losses = nullptr, double* grad_temperature = nullptr,
+                          const row_weights<float>& weights = {}) const {
+    detail::check_half_views(name, student, teacher, grad_student, grad_teacher);
+    const auto s = detail::widen_matrix(student);
+    const auto t = detail::widen_matrix(teacher);
+    return loss_.forward_backward(dense(s, student), dense(t, teacher), weights, grad_student,
+                                  grad_teacher, row_losses, grad_temperature);
+  }
+
+  /// Loss and gradients in the input type: the float gradients rounded to nearest even.
+  double forward_backward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                          matrix_view<Storage> grad_student, matrix_view<Storage> grad_teacher = {},
+                          double* row_losses = nullptr, double* grad_temperature = nullptr,
+                          const row_weights<float>& weights = {}) const {
+    detail::check_half_views(name, student, teacher, grad_student, grad_teacher);
+    auto s = detail::widen_matrix(student);
+    auto t = detail::widen_matrix(teacher);
+    const index rows = student.rows();
+    const index cols = student.cols();
+    // The float gradients replace the widened logits in place (kd_loss allows exactly that).
+    const double loss = loss_.forward_backward(
+        dense(s, student), dense(t, teacher), weights,
+        grad_student.empty() ? matrix_view<float>() : matrix_view<float>(s.data(), rows, cols),
+        grad_teacher.empty() ? matrix_view<float>() : matrix_view<float>(t.data(), rows, cols),
+        row_losses, grad_temperature);
+    if (!grad_student.empty()) detail::narrow_matrix(s, grad_student);
+    if (!grad_teacher.empty()) detail::narrow_matrix(t, grad_teacher);
+    return loss;
+  }
+
+ private:
+  static constexpr const char* name = "lskd::half_precision_kd_loss";
+
+  static matrix_view<const float> dense(const std::vector<float>& wide,
+                                        const matrix_view<const Storage>& like) {
+    return {wide.data(), like.rows(), like.cols()};
+  }
+
+  kd_loss<float, Arch> loss_;
+};
+
+/// lskd::dkd_loss on bfloat16 or half logits, widened exactly to float as in
+/// half_precision_kd_loss (same NOTE on memory). Gradients in float or in the input type.
+template <class Storage, class Arch = simd::default_arch>
+class half_precision_dkd_loss {
+  static_assert(detail::is_half_storage<Storage>::value,
+                "lskd::half_precision_dkd_loss takes Eigen::bfloat16 or Eigen::half logits");
+
+ public:
+  explicit half_precision_dkd_loss(const dkd_options& options = {}, execution how = {})
+      : loss_(options, std::move(how)) {}
+
+  const dkd_options& options() const noexcept { return loss_.options(); }
+
+  /// The reduced loss; see dkd_loss::forward.
+  double forward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                 const std::int64_t* targets, double* row_losses = nullptr) const {
+    detail::check_half_views<Storage, float>(name, student, teacher, {}, {});
+    const auto s = detail::widen_matrix(student);
+    const auto t = detail::widen_matrix(teacher);
+    return loss_.forward({s.data(), student.rows(), student.cols()},
+                         {t.data(), teacher.rows(), teacher.cols()}, targets, row_losses);
+  }
+
+  /// Loss and gradients (float, or the input type rounded to nearest even); see
+  /// dkd_loss::forward_backward.
+  template <class Gradient>
+  double forward_backward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                          const std::int64_t* targets, matrix_view<Gradient> grad_student,
+                          matrix_view<Gradient> grad_teacher = {},
+                          double* grad_temperature = nullptr,
+                          double* row_losses = nullptr) const {
+    static_assert(std::is_same<Gradient, float>::value || std::is_same<Gradient, Storage>::value,
+                  "gradients are float or the logits' own type");
+    detail::check_half_views(name, student, teacher, grad_student, grad_teacher);
+    auto s = detail::widen_matrix(student);
+    auto t = detail::widen_matrix(teacher);
+    const index rows = student.rows();
+    const index cols = student.cols();
+    const matrix_view<const float> wide_student(s.data(), rows, cols);
+    const matrix_view<const float> wide_teacher(t.data(), rows, cols);
+    if constexpr (std::is_same<Gradient, float>::value) {
+      return loss_.forward_backward(wide_student, wide_teacher, targets, grad_student,
+                                    grad_teacher, grad_temperature, row_losses);
+    } else {
+      const double loss = loss_.forward_backward(
+          wide_student, wide_teacher, targets,
+          grad_student.empty() ? matrix_view<float>() : matrix_view<float>(s.data(), rows, cols),
+          grad_teacher.empty() ? matrix_view<float>() : matrix_view<float>(t.data(), rows, cols),
+          grad_temperature, row_losses);
+      if (!grad_student.empty()) detail::narrow_matrix(s, grad_student);
+      if (!grad_teacher.empty()) detail::narrow_matrix(t, grad_teacher);
+      return loss;
+    }
+  }
+
+ private:
+  static constexpr const char* name = "lskd::half_precision_dkd_loss";
+  dkd_loss<float, Arch> loss_;
+};
+
+LSKD_NAMESPACE_END
