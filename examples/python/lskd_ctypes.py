@@ -1,0 +1,294 @@
+# SPDX-License-Identifier: MIT
+"""Python bindings of liblskd_c through ctypes: the logit-standardized KD loss on numpy arrays,
+without copying them, and a torch.autograd.Function for CPU tensors.
+
+The library is found, in this order, at the path in the environment variable LSKD_LIBRARY, next
+to this file, in ../../src relative to this file (where it sits in lskd's build tree, into which
+CMake copies this module), and where the system's loader finds "lskd_c".
+
+    import numpy as np, lskd_ctypes
+    student = np.random.randn(8, 100).astype(np.float32)
+    teacher = np.random.randn(8, 100).astype(np.float32)
+    loss, grad_student, _ = lskd_ctypes.kd_loss_and_grad(student, teacher, temperature=2.0)
+
+Arrays must be 2-D float32 or float64 in native byte order, aligned, with contiguous rows (unit
+stride along the classes); the rows may be apart (a view of the first columns of a wider array
+is passed as is, its leading dimension being strides[0] / itemsize). Anything else raises a
+TypeError or ValueError naming the argument: nothing is copied behind your back. Failures inside
+the library raise LskdError (a ValueError for bad arguments or data, a MemoryError for memory)
+with the library's message. The library releases the GIL (ctypes does) and runs each call on
+the calling thread.
+"""
+
+import ctypes
+import ctypes.util
+import os
+
+import numpy as np
+
+__all__ = [
+    "LskdError", "LskdInvalidArgument", "LskdDomainError", "LskdOutOfMemory", "kd_loss",
+    "kd_loss_and_grad", "load_library", "simd_arch", "version",
+]
+
+_REDUCTIONS = {"none": 0, "sum": 1, "batchmean": 2}
+
+# Return codes of the C API (include/lskd/c_api.h).
+_OK, _INVALID_ARGUMENT, _DOMAIN, _OUT_OF_MEMORY, _INTERNAL = 0, 1, 2, 3, 4
+
+
+class LskdError(Exception):
+    """A failure reported by liblskd_c; `code` is the C API's return code."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+class LskdInvalidArgument(LskdError, ValueError):
+    """A bad shape, leading dimension, pointer or option (LSKD_ERROR_INVALID_ARGUMENT)."""
+
+
+class LskdDomainError(LskdError, ValueError):
+    """Bad data: a NaN or infinite logit, a constant row with eps 0 (LSKD_ERROR_DOMAIN)."""
+
+
+class LskdOutOfMemory(LskdError, MemoryError):
+    """An allocation failed inside the library (LSKD_ERROR_OUT_OF_MEMORY)."""
+
+
+class _Options(ctypes.Structure):
+    _fields_ = [
+        ("temperature", ctypes.c_double),
+        ("standardize", ctypes.c_int),
+        ("ddof", ctypes.c_int),
+        ("eps", ctypes.c_double),
+        ("reduction", ctypes.c_int),
+        ("scale_by_t2", ctypes.c_int),
+    ]
+
+
+_library = None
+
+
+def _candidate_paths():
+    here = os.path.dirname(os.path.abspath(__file__))
+    explicit = os.environ.get("LSKD_LIBRARY")
+    if explicit:
+        return [explicit]  # asked for: no other library may stand in for it
+    paths = [
+        os.path.join(here, "liblskd_c.so"),
+        os.path.join(here, os.pardir, os.pardir, "src", "liblskd_c.so"),
+    ]
+    system = ctypes.util.find_library("lskd_c")
+    if system:
+        paths.append(system)
+    return paths
+
+
+def load_library(path=None):
+    """Loads liblskd_c (once) and declares its functions. Returns the ctypes.CDLL."""
+    global _library
+    if _library is not None and path is None:
+        return _library
+    tried = [path] if path else _candidate_paths()
+    errors = []
+    for candidate in tried:
+        if os.sep in candidate and not os.path.exists(candidate):
+            errors.append(f"{candidate}: no such file")
+            continue
+        try:
+            library = ctypes.CDLL(candidate)
+            break
+        except OSError as error:
+            errors.append(f"{candidate}: {error}")
+    else:
+        raise OSError("cannot load liblskd_c; set LSKD_LIBRARY to its path. Tried:\n  "
+                      + "\n  ".join(errors or ["(no candidate)"]))
+
+    pointer, int64, double_p = ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_double)
+    for name in ("lskd_kd_f32", "lskd_kd_f64"):
+        function = getattr(library, name)
+        function.argtypes = [pointer, int64, pointer, int64, int64, int64,
+                             ctypes.POINTER(_Options), double_p, pointer, int64, pointer, int64]
+        function.restype = ctypes.c_int
+    for name in ("lskd_last_error", "lskd_simd_arch", "lskd_version"):
+        getattr(library, name).argtypes = []
+        getattr(library, name).restype = ctypes.c_char_p
+    library.lskd_kd_options_init.argtypes = [ctypes.POINTER(_Options)]
+    library.lskd_kd_options_init.restype = None
+    if path is None:
+        _library = library
+    return library
+
+
+def simd_arch():
+    """The instruction set liblskd_c chose on this CPU ("avx512f", "fma3+avx2", ...)."""
+    return load_library().lskd_simd_arch().decode()
+
+
+def version():
+    """liblskd_c's version string."""
+    return load_library().lskd_version().decode()
+
+
+def _check_matrix(name, array, dtype=None, shape=None, writeable=False):
+    """Checks one array and returns its leading dimension in elements."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"'{name}' must be a numpy.ndarray (got {type(array).__name__})")
+    if array.dtype not in (np.float32, np.float64) or not array.dtype.isnative:
+        raise TypeError(f"'{name}' must have dtype float32 or float64 in native byte order "
+                        f"(got {array.dtype.str}); convert it with .astype(np.float32)")
+    if dtype is not None and array.dtype != dtype:
+        raise TypeError(f"'{name}' has dtype {array.dtype} but 'student' has {dtype}; "
+                        "they must match")
+    if array.ndim != 2:
+        raise ValueError(f"'{name}' must be 2-D (rows x classes); got {array.ndim}-D "
+                         f"shape {array.shape}")
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"'{name}' has shape {array.shape} but 'student' has {shape}")
+    rows, cols = array.shape
+    itemsize = array.itemsize
+    if cols > 1 and array.strides[1] != itemsize:
+        raise ValueError(f"'{name}' does not have contiguous rows (strides {array.strides}, "
+                         f"item size {itemsize}): it must be row-major with unit stride along "
+                         f"the classes; pass np.ascontiguousarray({name}) to copy it")
+    if rows <= 1:
+        ld = cols  # a single row's stride is meaningless (numpy may report anything)
+    else:
+        if array.strides[0] <= 0 or array.strides[0] % itemsize != 0:
+            raise ValueError(f"'{name}' has a row stride of {array.strides[0]} bytes; it must "
+                             f"be a positive multiple of the item size {itemsize}")
+        ld = array.strides[0] // itemsize
+        if ld < cols:
+            raise ValueError(f"'{name}' has rows {ld} elements apart but {cols} classes: its "
+                             "rows overlap")
+    if not array.flags.aligned:
+        raise ValueError(f"'{name}' is not aligned to its item size; copy it with "
+                         f"np.ascontiguousarray({name}) or np.require(..., requirements='A')")
+    if writeable and not array.flags.writeable:
+        raise ValueError(f"'{name}' is an output and must be writeable")
+    return ld
+
+
+def _options(temperature, standardize, ddof, eps, reduction, scale_by_t2):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
+    options = _Options()
+    load_library().lskd_kd_options_init(ctypes.byref(options))
+    options.temperature = float(temperature)
+    options.standardize = 1 if standardize else 0
+    options.ddof = int(ddof)
+    options.eps = float(eps)
+    options.reduction = _REDUCTIONS[reduction]
+    options.scale_by_t2 = 1 if scale_by_t2 else 0
+    return options
+
+
+def _raise_for(code, library):
+    message = library.lskd_last_error().decode(errors="replace")
+    kind = {_INVALID_ARGUMENT: LskdInvalidArgument, _DOMAIN: LskdDomainError,
+            _OUT_OF_MEMORY: LskdOutOfMemory}.get(code, LskdError)
+    raise kind(message or f"liblskd_c failed with code {code}", code)
+
+
+def kd_loss(student, teacher, *, temperature=2.0, standardize=True, ddof=1, eps=1e-7,
+            reduction="batchmean", scale_by_t2=True, grad_student=None, grad_teacher=None):
+    """The KD loss of `student` against `teacher` logits (rows x classes, same dtype).
+
+    Returns a float, or with reduction="none" a float64 array of one loss per row. If
+    `grad_student` / `grad_teacher` are given (arrays of the same shape and dtype, writeable,
+    with contiguous rows), they receive the gradient of the reduced loss (with "none", of the
+    sum of the row losses) with respect to the student / teacher logits, in place.
+    """
+    library = load_library()
+    ld_student = _check_matrix("student", student)
+    ld_teacher = _check_matrix("teacher", teacher, dtype=student.dtype, shape=student.shape)
+    outputs = {}
+    for name, array in (("grad_student", grad_student), ("grad_teacher", grad_teacher)):
+        if array is None:
+            outputs[name] = (None, 0)
+        else:
+            ld = _check_matrix(name, array, dtype=student.dtype, shape=student.shape,
+                               writeable=True)
+            outputs[name] = (array.ctypes.data, ld)
+    options = _options(temperature, standardize, ddof, eps, reduction, scale_by_t2)
+    rows, cols = student.shape
+    losses = np.empty(rows if reduction == "none" else 1, dtype=np.float64)
+    function = library.lskd_kd_f32 if student.dtype == np.float32 else library.lskd_kd_f64
+    code = function(student.ctypes.data, ld_student, teacher.ctypes.data, ld_teacher, rows, cols,
+                    ctypes.byref(options),
+                    losses.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                    outputs["grad_student"][0], outputs["grad_student"][1],
+                    outputs["grad_teacher"][0], outputs["grad_teacher"][1])
+    if code != _OK:
+        _raise_for(code, library)
+    return losses if reduction == "none" else float(losses[0])
+
+
+def kd_loss_and_grad(student, teacher, *, teacher_grad=False, **options):
+    """The loss and freshly allocated gradients: (loss, grad_student, grad_teacher or None).
+    `options` are those of kd_loss()."""
+    grad_student = np.empty(student.shape, dtype=student.dtype)
+    grad_teacher = np.empty(student.shape, dtype=student.dtype) if teacher_grad else None
+    loss = kd_loss(student, teacher, grad_student=grad_student, grad_teacher=grad_teacher,
+                   **options)
+    return loss, grad_student, grad_teacher
+
+
+try:
+    import torch
+except ImportError:  # the numpy functions above do not need it
+    torch = None
+
+if torch is not None:
+    __all__ += ["LskdKDLoss", "kd_loss_torch"]
+
+    class LskdKDLoss(torch.autograd.Function):
+        """The KD loss as an autograd Function on CPU tensors (float32 or float64, 2-D).
+
+        LskdKDLoss.apply(student, teacher, temperature=2.0, standardize=True, ddof=1,
+                         eps=1e-7, reduction="batchmean", scale_by_t2=True)
+
+        The forward computes the loss and, for the inputs that require grad, the gradients
+        (one fused pass); the backward scales them by grad_output (row by row with
+        reduction="none"). A tensor without contiguous rows is copied once with .contiguous().
+        """
+
+        @staticmethod
+        def forward(ctx, student, teacher, temperature=2.0, standardize=True, ddof=1, eps=1e-7,
+                    reduction="batchmean", scale_by_t2=True):
+            for name, tensor in (("student", student), ("teacher", teacher)):
+                if not isinstance(tensor, torch.Tensor):
+                    raise TypeError(f"'{name}' must be a torch.Tensor")
+                if tensor.device.type != "cpu":
+                    raise ValueError(f"'{name}' is on {tensor.device}; LskdKDLoss runs on the "
+                                     "CPU (move it with .cpu())")
+            student_data = student.detach().contiguous()
+            teacher_data = teacher.detach().contiguous()
+            grad_student = torch.empty_like(student_data) if ctx.needs_input_grad[0] else None
+            grad_teacher = torch.empty_like(teacher_data) if ctx.needs_input_grad[1] else None
+            loss = kd_loss(student_data.numpy(), teacher_data.numpy(), temperature=temperature,
+                           standardize=standardize, ddof=ddof, eps=eps, reduction=reduction,
+                           scale_by_t2=scale_by_t2,
+                           grad_student=None if grad_student is None else grad_student.numpy(),
+                           grad_teacher=None if grad_teacher is None else grad_teacher.numpy())
+            ctx.per_row = reduction == "none"
+            ctx.save_for_backward(grad_student, grad_teacher)
+            return torch.as_tensor(loss, dtype=student.dtype)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            grad_student, grad_teacher = ctx.saved_tensors
+            # Rows are independent: a row's loss depends only on that row's logits, so the
+            # weighted sum's gradient is each row's gradient times its weight.
+            scale = grad_output.unsqueeze(1) if ctx.per_row else grad_output
+            return (None if grad_student is None else grad_student * scale,
+                    None if grad_teacher is None else grad_teacher * scale,
+                    None, None, None, None, None, None)
+
+    def kd_loss_torch(student, teacher, *, temperature=2.0, standardize=True, ddof=1, eps=1e-7,
+                      reduction="batchmean", scale_by_t2=True):
+        """LskdKDLoss.apply with keyword options."""
+        return LskdKDLoss.apply(student, teacher, temperature, standardize, ddof, eps, reduction,
+                                scale_by_t2)

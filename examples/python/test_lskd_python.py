@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""lskd_ctypes against the authors' PyTorch formula (Sun et al., CVPR 2024), under autograd.
+
+Run by ctest with /usr/bin/python3 and LSKD_LIBRARY pointing at the built liblskd_c. Exits with
+77 (which ctest reports as skipped) and a line starting with "SKIPPED:" when numpy or torch
+cannot be imported.
+"""
+
+import os
+import sys
+import unittest
+
+try:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+except ImportError as error:
+    print(f"SKIPPED: {error} (numpy and torch are needed; on Debian: apt-get install "
+          "python3-numpy python3-torch, and run this with /usr/bin/python3)")
+    sys.exit(77)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lskd_ctypes  # noqa: E402
+
+# Largest differences seen, by dtype, printed at the end: (loss abs, loss rel, grad abs, grad rel)
+WORST = {}
+
+
+def note(dtype, what, absolute, relative):
+    key = (str(dtype), what)
+    old = WORST.get(key, (0.0, 0.0))
+    WORST[key] = (max(old[0], absolute), max(old[1], relative))
+
+
+def reference(student, teacher, temperature, standardize, reduction, weights=None):
+    """The authors' loss, in float64 with autograd: returns (loss, grad_student, grad_teacher).
+
+    With reduction "none" the gradients are those of sum(weights * row losses)."""
+    s = torch.tensor(student, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(teacher, dtype=torch.float64, requires_grad=True)
+
+    def normalize(logit):
+        mean = logit.mean(dim=-1, keepdims=True)
+        stdv = logit.std(dim=-1, keepdims=True)
+        return (logit - mean) / (1e-7 + stdv)
+
+    logits_student = normalize(s) if standardize else s
+    logits_teacher = normalize(t) if standardize else t
+    log_pred_student = F.log_softmax(logits_student / temperature, dim=1)
+    pred_teacher = F.softmax(logits_teacher / temperature, dim=1)
+    per_row = F.kl_div(log_pred_student, pred_teacher, reduction="none").sum(1)
+    per_row = per_row * temperature ** 2
+    if reduction == "batchmean":
+        loss = per_row.mean()
+    elif reduction == "sum":
+        loss = per_row.sum()
+    else:
+        loss = per_row
+    objective = loss if reduction != "none" else (per_row * torch.as_tensor(weights)).sum()
+    objective.backward()
+    return loss.detach().numpy(), s.grad.numpy(), t.grad.numpy()
+
+
+def logits(rng, rows, cols, dtype, scale):
+    return (rng.standard_normal((rows, cols)) * scale + rng.uniform(-3, 3)).astype(dtype)
+
+
+SHAPES = [(1, 2), (3, 5), (8, 10), (4, 31), (16, 100), (5, 257)]
+TOLERANCE = {np.float64: 1e-10, np.float32: 5e-5}  # relative to the largest reference value
+
+
+class NumpyParity(unittest.TestCase):
+    def check(self, dtype, rows, cols, standardize, reduction, temperature, strided):
+        rng = np.random.default_rng(rows * 1000 + cols)
+        student = logits(rng, rows, cols, dtype, 2.0)
+        teacher = logits(rng, rows, cols, dtype, 3.0)
+        if strided:  # views of the first columns of wider arrays: passed without a copy
+            wide_s = np.full((rows, cols + 7), np.nan, dtype=dtype)
+            wide_t = np.full((rows, cols + 3), np.nan, dtype=dtype)
+            wide_s[:, :cols], wide_t[:, :cols] = student, teacher
+            student, teacher = wide_s[:, :cols], wide_t[:, :cols]
+        weights = np.ones(rows)
+        expected, expected_gs, expected_gt = reference(student, teacher, temperature, standardize,
+                                                       reduction, weights)
+        loss, gs, gt = lskd_ctypes.kd_loss_and_grad(
+            student, teacher, teacher_grad=True, temperature=temperature,
+            standardize=standardize, reduction=reduction)
+        tolerance = TOLERANCE[dtype]
+        label = f"{np.dtype(dtype).name} {rows}x{cols} standardize={standardize} " \
+                f"reduction={reduction} T={temperature} strided={strided}"
+        for what, got, want in (("loss", np.atleast_1d(loss), np.atleast_1d(expected)),
+                                ("grad_student", gs, expected_gs),
+                                ("grad_teacher", gt, expected_gt)):
+            # A floor for values that are 0 analytically (two classes, standardized: both rows
+            # become (-0.71, 0.71)), where what is left is the roundoff of terms of order T^2
+            # (loss) or T / std (gradients).
+            floor = 1e-2 * temperature ** 2 if what == "loss" else 0.1
+            scale = max(np.max(np.abs(want)), floor)
+            difference = np.max(np.abs(got.astype(np.float64) - want))
+            note(np.dtype(dtype).name, what, difference, difference / scale)
+            self.assertLessEqual(difference, tolerance * scale,
+                                 f"{label}: {what} differs by {difference:.3g} "
+                                 f"(scale {scale:.3g}, tolerance {tolerance:.1g} relative)")
+
+    def test_grid(self):
+        for dtype in (np.float64, np.float32):
+            for rows, cols in SHAPES:
+                for standardize in (True, False):
+                    for reduction in ("batchmean", "sum", "none"):
+                        for temperature in (2.0, 4.0):
+                            strided = (rows + cols) % 2 == 0
+                            with self.subTest(dtype=dtype, shape=(rows, cols),
+                                              standardize=standardize, reduction=reduction,
+                                              temperature=temperature):
+                                self.check(dtype, rows, cols, standardize, reduction,
+                                           temperature, strided)
+
+    def test_strided_equals_contiguous(self):
+        rng = np.random.default_rng(7)
+        wide = rng.standard_normal((6, 40))
+        teacher = rng.standard_normal((6, 30))
+        a = lskd_ctypes.kd_loss_and_grad(wide[:, :30], teacher)
+        b = lskd_ctypes.kd_loss_and_grad(np.ascontiguousarray(wide[:, :30]), teacher)
+        self.assertEqual(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+    def test_forward_only_and_in_place_output(self):
+        rng = np.random.default_rng(8)
+        student, teacher = rng.standard_normal((4, 9)), rng.standard_normal((4, 9))
+        loss = lskd_ctypes.kd_loss(student, teacher)
+        grad = np.zeros((4, 12))[:, :9]  # an output view with its own leading dimension
+        self.assertAlmostEqual(lskd_ctypes.kd_loss(student, teacher, grad_student=grad), loss,
+                               places=13)
+        self.assertTrue(np.any(grad != 0))
+
+
+class BadInputs(unittest.TestCase):
+    def setUp(self):
+        rng = np.random.default_rng(3)
+        self.student = rng.standard_normal((4, 6)).astype(np.float32)
+        self.teacher = rng.standard_normal((4, 6)).astype(np.float32)
+
+    def test_wrong_dtype(self):
+        with self.assertRaisesRegex(TypeError, "'student'.*float32 or float64"):
+            lskd_ctypes.kd_loss(self.student.astype(np.int64), self.teacher)
+        with self.assertRaisesRegex(TypeError, "'teacher' has dtype float64"):
+            lskd_ctypes.kd_loss(self.student, self.teacher.astype(np.float64))
+        with self.assertRaisesRegex(TypeError, "'student'.*native byte order"):
+            lskd_ctypes.kd_loss(self.student.astype(">f4"), self.teacher)
+        with self.assertRaisesRegex(TypeError, "'student' must be a numpy.ndarray"):
+            lskd_ctypes.kd_loss(self.student.tolist(), self.teacher)
+
+    def test_fortran_order(self):
+        with self.assertRaisesRegex(ValueError, "'teacher' does not have contiguous rows"):
+            lskd_ctypes.kd_loss(self.student, np.asfortranarray(self.teacher))
+
+    def test_non_contiguous_columns(self):
+        wide = np.zeros((4, 12), dtype=np.float32)
+        with self.assertRaisesRegex(ValueError, "'student' does not have contiguous rows"):
+            lskd_ctypes.kd_loss(wide[:, ::2], self.teacher)
+
+    def test_shapes_and_outputs(self):
+        with self.assertRaisesRegex(ValueError, "'student' must be 2-D"):
+            lskd_ctypes.kd_loss(self.student.ravel(), self.teacher.ravel())
+        with self.assertRaisesRegex(ValueError, r"'teacher' has shape \(4, 5\)"):
+            lskd_ctypes.kd_loss(self.student, self.teacher[:, :5])
+        readonly = np.zeros_like(self.student)
+        readonly.flags.writeable = False
+        with self.assertRaisesRegex(ValueError, "'grad_student' is an output and must be writeable"):
+            lskd_ctypes.kd_loss(self.student, self.teacher, grad_student=readonly)
+        with self.assertRaisesRegex(ValueError, "'reduction'"):
+            lskd_ctypes.kd_loss(self.student, self.teacher, reduction="mean")
+
+    def test_library_errors(self):
+        bad = self.teacher.copy()
+        bad[2, 3] = np.nan
+        grad = np.full_like(self.student, 5.0)
+        with self.assertRaisesRegex(lskd_ctypes.LskdDomainError,
+                                    "lskd_kd_f32: teacher logits row 2 .*NaN.* class 3"):
+            lskd_ctypes.kd_loss(self.student, bad, grad_student=grad)
+        self.assertTrue(np.all(grad == 5.0), "an output was written on failure")
+        with self.assertRaisesRegex(lskd_ctypes.LskdInvalidArgument, "'temperature'"):
+            lskd_ctypes.kd_loss(self.student, self.teacher, temperature=-1.0)
+        with self.assertRaises(ValueError):  # LskdError subclasses ValueError for these
+            lskd_ctypes.kd_loss(self.student, self.teacher, ddof=3)
+
+
+class AutogradFunction(unittest.TestCase):
+    def test_parity_and_backward(self):
+        for dtype, tolerance in ((torch.float64, 1e-10), (torch.float32, 5e-5)):
+            for reduction in ("batchmean", "sum", "none"):
+                for standardize in (True, False):
+                    torch.manual_seed(11)
+                    s_data = torch.randn(6, 20, dtype=dtype) * 2
+                    t_data = torch.randn(6, 20, dtype=dtype) * 3
+                    weights = torch.rand(6, dtype=torch.float64) + 0.5
+                    expected, expected_gs, expected_gt = reference(
+                        s_data.numpy(), t_data.numpy(), 3.0, standardize, reduction,
+                        weights.numpy())
+                    student = s_data.clone().requires_grad_(True)
+                    teacher = t_data.clone().requires_grad_(True)
+                    loss = lskd_ctypes.kd_loss_torch(student, teacher, temperature=3.0,
+                                                     standardize=standardize,
+                                                     reduction=reduction)
+                    self.assertEqual(loss.dtype, dtype)
+                    if reduction == "none":
+                        loss.backward(weights.to(dtype))
+                    else:
+                        loss.backward()
+                    label = f"{dtype} {reduction} standardize={standardize}"
+                    for what, got, want in (("loss", loss.detach(), expected),
+                                            ("grad_student", student.grad, expected_gs),
+                                            ("grad_teacher", teacher.grad, expected_gt)):
+                        want = torch.as_tensor(want, dtype=torch.float64)
+                        scale = max(want.abs().max().item(), 0.1)
+                        difference = (got.to(torch.float64) - want).abs().max().item()
+                        note(str(dtype).replace("torch.", "") + " autograd", what, difference,
+                             difference / scale)
+                        self.assertLessEqual(difference, tolerance * scale,
+                                             f"{label}: {what} differs by {difference:.3g}")
+
+    def test_teacher_without_grad(self):
+        student = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+        teacher = torch.randn(3, 7, dtype=torch.float64)
+        loss = lskd_ctypes.LskdKDLoss.apply(student, teacher)
+        loss.backward()
+        self.assertIsNone(teacher.grad)
+        self.assertTrue(torch.autograd.gradcheck(
+            lambda s, t: lskd_ctypes.kd_loss_torch(s, t, standardize=True),
+            (student.detach().requires_grad_(True), teacher.requires_grad_(True)),
+            eps=1e-6, atol=1e-7))
+
+    def test_non_contiguous_tensor_is_accepted(self):
+        student = torch.randn(7, 3, dtype=torch.float64).t().requires_grad_(True)  # 3 x 7
+        teacher = torch.randn(3, 7, dtype=torch.float64)
+        loss = lskd_ctypes.kd_loss_torch(student, teacher)
+        loss.backward()
+        expected, expected_gs, _ = reference(student.detach().numpy(), teacher.numpy(), 2.0,
+                                             True, "batchmean")
+        self.assertAlmostEqual(loss.item(), float(expected), places=12)
+        np.testing.assert_allclose(student.grad.numpy(), expected_gs, atol=1e-12)
+
+
+if __name__ == "__main__":
+    print(f"liblskd_c {lskd_ctypes.version()} ({lskd_ctypes.simd_arch()}), numpy {np.__version__}, "
+          f"torch {torch.__version__}")
+    program = unittest.main(exit=False, verbosity=1)
+    print("Largest differences from the PyTorch reference (max abs, max rel to the largest "
+          "reference value):")
+    for (dtype, what), (absolute, relative) in sorted(WORST.items()):
+        print(f"  {dtype:18s} {what:13s} abs {absolute:.3e}  rel {relative:.3e}")
+    sys.exit(0 if program.result.wasSuccessful() else 1)

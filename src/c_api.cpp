@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: MIT
+
+// The C API: argument checks that only make sense in C, the choice of instruction set (once
+// per process), and the translation of C++ exceptions into error codes and a per-thread
+// message. Compiled without any SIMD flag: only the per-architecture objects built from
+// kd_arch.cpp contain SIMD instructions, and they run only on a CPU that has them.
+
+#include <lskd/c_api.h>
+#include <lskd/simd/dispatch.hpp>
+#include <lskd/version.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include "kd_arch.hpp"
+
+namespace {
+
+// ---- Errors -------------------------------------------------------------------------------
+
+thread_local std::string last_error;
+// Set instead of last_error when even formatting the message ran out of memory.
+thread_local const char* last_error_fallback = nullptr;
+
+void clear_error() noexcept {
+  last_error.clear();
+  last_error_fallback = nullptr;
+}
+
+// Stores "<function>: <message>". If the message starts with the C++ functor's own name, that
+// is replaced by the C function's: the user called the latter.
+void set_error(const char* function, const char* message) noexcept {
+  static constexpr char cxx_prefix[] = "lskd::kd_loss: ";
+  constexpr std::size_t cxx_prefix_length = sizeof cxx_prefix - 1;
+  try {
+    if (std::strncmp(message, cxx_prefix, cxx_prefix_length) == 0) message += cxx_prefix_length;
+    last_error = std::string(function) + ": " + message;
+    last_error_fallback = nullptr;
+  } catch (...) {
+    last_error_fallback = "lskd: out of memory while formatting an error message";
+  }
+}
+
+// Thrown by the C-level checks below; caught as std::invalid_argument.
+[[noreturn]] void invalid(const std::string& message) { throw std::invalid_argument(message); }
+
+// ---- Choice of instruction set --------------------------------------------------------------
+
+using kd_f32_function = int LSKD_C_KERNEL_PARAMETERS(float);
+using kd_f64_function = int LSKD_C_KERNEL_PARAMETERS(double);
+
+struct kernels {
+  const char* key;   // the LSKD_ARCH spelling
+  const char* name;  // what lskd_simd_arch() reports
+  bool supported;    // whether this CPU can run it
+  kd_f32_function* f32;
+  kd_f64_function* f64;
+};
+
+struct dispatch_choice {
+  const kernels* chosen = nullptr;  // null when LSKD_ARCH cannot be honoured
+  std::string error;                // why, then
+};
+
+dispatch_choice choose_kernels() {
+  // Best first. The avx2 objects are compiled for fma3<avx2>, so they need both.
+  static const kernels candidates[] = {
+      // FIXME: the avx512f objects are compiled with AVX512DQ as well, because xsimd 8.1 needs
+      // it for one horizontal sum (see src/CMakeLists.txt); so the CPU must have DQ too.
+      {"avx512f", lskd::simd::arch_name<xsimd::avx512f>(),
+       lskd::simd::cpu_supports<xsimd::avx512f>() && xsimd::available_architectures().avx512dq,
+       lskd_detail_kd_f32_avx512f, lskd_detail_kd_f64_avx512f},
+      {"avx2", lskd::simd::arch_name<xsimd::fma3<xsimd::avx2>>(),
+       lskd::simd::cpu_supports<xsimd::fma3<xsimd::avx2>>(), lskd_detail_kd_f32_avx2,
+       lskd_detail_kd_f64_avx2},
+      {"sse2", lskd::simd::arch_name<xsimd::sse2>(), lskd::simd::cpu_supports<xsimd::sse2>(),
+       lskd_detail_kd_f32_sse2, lskd_detail_kd_f64_sse2},
+      {"scalar", lskd::simd::arch_name<lskd::simd::scalar>(), true, lskd_detail_kd_f32_scalar,
+       lskd_detail_kd_f64_scalar},
+  };
+
+  dispatch_choice choice;
+  const char* requested = std::getenv("LSKD_ARCH");
+  if (requested == nullptr || *requested == '\0' || std::strcmp(requested, "auto") == 0) {
+    for (const kernels& k : candidates) {
+      if (k.supported) {
+        choice.chosen = &k;
+        break;
+      }
+    }
+    return choice;
+  }
+
+  std::string available;
+  for (const kernels& k : candidates) {
+    if (k.supported) available += std::string(available.empty() ? "" : ", ") + k.key;
+  }
+  for (const kernels& k : candidates) {
+    if (std::strcmp(requested, k.key) != 0) continue;
+    if (k.supported) {
+      choice.chosen = &k;
+    } else {
+      choice.error = std::string("the environment variable LSKD_ARCH='") + requested +
+                     "' asks for an instruction set this CPU does not have (it has: " +
+                     available + ")";
+    }
+    return choice;
+  }
+  choice.error = std::string("the environment variable LSKD_ARCH='") + requested +
+                 "' is not one of auto, scalar, sse2, avx2, avx512f (this CPU has: " + available +
+                 ")";
+  return choice;
+}
+
+// Chosen at the first call, once for the process (thread-safe static initialization).
+const dispatch_choice& dispatch() {
+  static const dispatch_choice choice = choose_kernels();
+  return choice;
+}
+
+// ---- Checks on the C arguments ------------------------------------------------------------
+
+void check_fits_index(const char* name, std::int64_t value) {
+  using limits = std::numeric_limits<std::ptrdiff_t>;
+  if (value < static_cast<std::int64_t>(limits::min()) ||
+      value > static_cast<std::int64_t>(limits::max())) {
+    invalid(std::string("'") + name + "' is " + std::to_string(value) +
+            ", beyond this platform's address range");
+  }
+}
+
+void check_leading_dimension(const char* name, std::int64_t ld, std::int64_t cols) {
+  check_fits_index(name, ld);
+  if (ld < cols) {
+    invalid(std::string("'") + name + "' is " + std::to_string(ld) + ", smaller than 'cols' (" +
+            std::to_string(cols) + "); a leading dimension counts elements between the starts "
+            "of consecutive rows");
+  }
+}
+
+void check_flag(const char* name, int value) {
+  if (value != 0 && value != 1) {
+    invalid(std::string("'options->") + name + "' must be 0 or 1 (got " + std::to_string(value) +
+            "); was the struct filled by lskd_kd_options_init()?");
+  }
+}
+
+// Everything the C++ functor cannot see: sizes as int64_t, leading dimensions of buffers that
+// are passed, the options' C-only fields, the loss pointer.
+void check_c_arguments(std::int64_t ld_student, std::int64_t ld_teacher, std::int64_t rows,
+                       std::int64_t cols, const lskd_kd_options& options, const double* loss,
+                       const void* grad_student, std::int64_t ld_grad_student,
+                       const void* grad_teacher, std::int64_t ld_grad_teacher) {
+  if (rows < 0) invalid("'rows' is " + std::to_string(rows) + "; it must be >= 0");
+  if (cols < 1) {
+    invalid("'cols' is " + std::to_string(cols) + "; there must be at least 1 class");
+  }
+  check_fits_index("rows", rows);
+  check_fits_index("cols", cols);
+  check_leading_dimension("ld_student", ld_student, cols);
+  check_leading_dimension("ld_teacher", ld_teacher, cols);
+  if (grad_student != nullptr) check_leading_dimension("ld_grad_student", ld_grad_student, cols);
+  if (grad_teacher != nullptr) check_leading_dimension("ld_grad_teacher", ld_grad_teacher, cols);
+  if (loss == nullptr) {
+    invalid("'loss' is null; it receives the loss (or 'rows' values with "
+            "LSKD_REDUCTION_NONE)");
+  }
+  check_flag("standardize", options.standardize);
+  check_flag("scale_by_t2", options.scale_by_t2);
+  if (options.reduction != LSKD_REDUCTION_NONE && options.reduction != LSKD_REDUCTION_SUM &&
+      options.reduction != LSKD_REDUCTION_BATCHMEAN) {
+    invalid("'options->reduction' must be LSKD_REDUCTION_NONE (0), LSKD_REDUCTION_SUM (1) or "
+            "LSKD_REDUCTION_BATCHMEAN (2) (got " + std::to_string(options.reduction) + ")");
+  }
+}
+
+// Runs one call: checks, dispatch, and every exception turned into a code and a message.
+template <class T, class Kernel>
+int guarded_call(const char* function, Kernel kernel_of, const T* student,
+                 std::int64_t ld_student, const T* teacher, std::int64_t ld_teacher,
+                 std::int64_t rows, std::int64_t cols, const lskd_kd_options* options,
+                 double* loss, T* grad_student, std::int64_t ld_grad_student, T* grad_teacher,
+                 std::int64_t ld_grad_teacher) noexcept {
+  clear_error();
+  try {
+    lskd_kd_options defaults;
+    if (options == nullptr) {
+      lskd_kd_options_init(&defaults);
+      options = &defaults;
+    }
+    check_c_arguments(ld_student, ld_teacher, rows, cols, *options, loss, grad_student,
+                      ld_grad_student, grad_teacher, ld_grad_teacher);
+    const dispatch_choice& choice = dispatch();
+    if (choice.chosen == nullptr) invalid(choice.error);
+    return kernel_of(*choice.chosen)(student, ld_student, teacher, ld_teacher, rows, cols, options,
+                                     loss, grad_student, ld_grad_student, grad_teacher,
+                                     ld_grad_teacher);
+  } catch (const std::invalid_argument& e) {
+    set_error(function, e.what());
+    return LSKD_ERROR_INVALID_ARGUMENT;
+  } catch (const std::domain_error& e) {
+    set_error(function, e.what());
+    return LSKD_ERROR_DOMAIN;
+  } catch (const std::bad_alloc&) {
+    set_error(function, "out of memory");
+    return LSKD_ERROR_OUT_OF_MEMORY;
+  } catch (const std::length_error& e) {
+    // A std::vector asked for more elements than it can ever hold: memory again.
+    set_error(function, (std::string("out of memory (") + e.what() + ")").c_str());
+    return LSKD_ERROR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    set_error(function, (std::string("internal error: ") + e.what()).c_str());
+    return LSKD_ERROR_INTERNAL;
+  } catch (...) {
+    set_error(function, "internal error: an unknown exception");
+    return LSKD_ERROR_INTERNAL;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+LSKD_C_EXPORT void lskd_kd_options_init(lskd_kd_options* options) {
+  if (options == nullptr) return;
+  options->temperature = 2.0;
+  options->standardize = 1;
+  options->ddof = 1;
+  options->eps = 1e-7;
+  options->reduction = LSKD_REDUCTION_BATCHMEAN;
+  options->scale_by_t2 = 1;
+}
+
+LSKD_C_EXPORT int lskd_kd_f32(const float* student, int64_t ld_student, const float* teacher,
+                              int64_t ld_teacher, int64_t rows, int64_t cols,
+                              const lskd_kd_options* options, double* loss, float* grad_student,
+                              int64_t ld_grad_student, float* grad_teacher,
+                              int64_t ld_grad_teacher) {
+  return guarded_call<float>(
+      "lskd_kd_f32", [](const kernels& k) { return k.f32; }, student, ld_student, teacher,
+      ld_teacher, rows, cols, options, loss, grad_student, ld_grad_student, grad_teacher,
+      ld_grad_teacher);
+}
+
+LSKD_C_EXPORT int lskd_kd_f64(const double* student, int64_t ld_student, const double* teacher,
+                              int64_t ld_teacher, int64_t rows, int64_t cols,
+                              const lskd_kd_options* options, double* loss, double* grad_student,
+                              int64_t ld_grad_student, double* grad_teacher,
+                              int64_t ld_grad_teacher) {
+  return guarded_call<double>(
+      "lskd_kd_f64", [](const kernels& k) { return k.f64; }, student, ld_student, teacher,
+      ld_teacher, rows, cols, options, loss, grad_student, ld_grad_student, grad_teacher,
+      ld_grad_teacher);
+}
+
+LSKD_C_EXPORT const char* lskd_last_error(void) {
+  return last_error_fallback != nullptr ? last_error_fallback : last_error.c_str();
+}
+
+LSKD_C_EXPORT const char* lskd_simd_arch(void) {
+  try {
+    const dispatch_choice& choice = dispatch();
+    return choice.chosen != nullptr ? choice.chosen->name : "none";
+  } catch (...) {
+    return "none";  // the first choice ran out of memory; the next call chooses again
+  }
+}
+
+LSKD_C_EXPORT const char* lskd_version(void) { return LSKD_VERSION_STRING; }
+
+}  // extern "C"

@@ -1,0 +1,16 @@
+# Configures, builds (in parallel) and tests a consumer project in a fresh build directory.
+# cmake -DSOURCE=<dir> -DBINARY=<dir> -DJOBS=<n> "-DOPTIONS=<-D...;-D...>" -P build_and_test.cmake
+file(REMOVE_RECURSE "${BINARY}")
+foreach(step configure build test)
+  if(step STREQUAL "configure")
+    set(command "${CMAKE_COMMAND}" -S "${SOURCE}" -B "${BINARY}" ${OPTIONS})
+  elseif(step STREQUAL "build")
+    set(command "${CMAKE_COMMAND}" --build "${BINARY}" --parallel ${JOBS})
+  else()
+    set(command "${CMAKE_CTEST_COMMAND}" --test-dir "${BINARY}" --output-on-failure)
+  endif()
+  execute_process(COMMAND ${command} RESULT_VARIABLE result)
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "consumer project ${SOURCE}: the ${step} step failed (${result})")
+  endif()
+endforeach()
