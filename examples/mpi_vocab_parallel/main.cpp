@@ -277,6 +277,9 @@ int main(int argc, char** argv) {
     runs.push_back(t);
   }
 
+  // d(loss)/d(temperature) for a learnable temperature: from the merged records alone.
+  const double grad_temperature = kd.temperature_gradient(rows, statistics.data(), sums.data());
+
   // Every rank computed the loss from the same merged records.
   double loss_low = 0.0;
   double loss_high = 0.0;
@@ -309,13 +312,17 @@ int main(int argc, char** argv) {
     fill(args, 0, rows, 0, classes, full_student, full_teacher);
     expected_student.resize(full_student.size());
     expected_teacher.resize(full_student.size());
+    double expected_grad_temperature = 0.0;
     expected_loss = reference.forward_backward(
         {full_student.data(), rows, classes}, {full_teacher.data(), rows, classes},
-        {expected_student.data(), rows, classes}, {expected_teacher.data(), rows, classes});
+        {expected_student.data(), rows, classes}, {expected_teacher.data(), rows, classes}, nullptr,
+        &expected_grad_temperature);
 
     comparison check;
     check.value("vocab-parallel loss", expected_loss, loss,
                 args.tolerance * std::max(1.0, std::fabs(expected_loss)));
+    check.value("d(loss)/d(temperature)", expected_grad_temperature, grad_temperature,
+                args.tolerance * std::max(1.0, std::fabs(expected_grad_temperature)));
     check.rows("student gradient", expected_student,
                assemble(gathered_student, rows, classes, ranks), rows, classes, args.tolerance);
     check.rows("teacher gradient", expected_teacher,
@@ -343,9 +350,14 @@ int main(int argc, char** argv) {
     const double local_count = static_cast<double>(local_rows);
     double global_count = 0.0;
     MPI_Allreduce(&local_count, &global_count, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    const double local_loss = reference.forward_backward(
-        {local_student.data(), local_rows, classes}, {local_teacher.data(), local_rows, classes},
-        lskd::row_weights<float>{nullptr, global_count}, {local_grad.data(), local_rows, classes});
+    // A rank may hold no rows: kd_loss reads a gradient view of 0 rows and null data as "no
+    // gradient wanted" and refuses the call, so such a rank skips it.
+    const double local_loss = local_rows == 0 ? 0.0
+                                              : reference.forward_backward(
+                                                    {local_student.data(), local_rows, classes},
+                                                    {local_teacher.data(), local_rows, classes},
+                                                    lskd::row_weights<float>{nullptr, global_count},
+                                                    {local_grad.data(), local_rows, classes});
     double global_loss = 0.0;
     MPI_Allreduce(&local_loss, &global_loss, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 

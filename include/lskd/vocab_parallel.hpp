@@ -69,7 +69,8 @@ inline void merge_sums(const vocab_row_sums* in, vocab_row_sums* inout, index ro
 ///      relative to the global max and std -> 7 doubles per row.
 ///   4. merge_sums over all shards (MPI_Allreduce with MPI_SUM).
 ///   5. loss(...) anywhere, or gradients(shard, ...): the loss, and the shard's own columns
-///      of the student's (and optionally the teacher's) gradient.
+///      of the student's (and optionally the teacher's) gradient; temperature_gradient(...)
+///      anywhere for a learnable temperature.
 ///
 /// So each row costs 17 doubles (136 bytes) per shard in two reductions, whatever C is;
 /// gathering the rows instead moves 2 C logits per row.
@@ -193,6 +194,40 @@ class vocab_parallel_kd_loss {
           masked_row(weights, r) ? 0.0 : raw_weight(weights, r) * row_loss(sums[r]);
     }
     return reduce(losses, divisor, row_losses);
+  }
+
+  /// Step 5, for a learnable temperature: d(reduced loss)/d(temperature) from the merged
+  /// records of `rows` rows (the same on every shard), counting the tau^2 factor and both the
+  /// student's and the teacher's dependence on tau, as kd_loss's `grad_temperature`. With
+  /// reduction::none it is the derivative of the sum of the row losses.
+  double temperature_gradient(index rows, const vocab_row_statistics* merged,
+                              const vocab_row_sums* sums,
+                              const row_weights<T>& weights = {}) const {
+    if (rows < 0) {
+      detail::throw_invalid(name, "'rows' is " + std::to_string(rows) + "; it must be >= 0");
+    }
+    check_records(merged, "merged statistics", rows);
+    check_records(sums, "merged sums", rows);
+    check_weights(weights, rows);
+    check_merged(merged, rows, weights);
+
+    // d(f KL)/d(tau) = f' KL - (g.z^ + h.v^) / tau, with g.z^ and h.v^ from the sums
+    // (docs/math.md): KL depends on tau through z^ / tau and v^ / tau.
+    const double tau = options_.temperature;
+    const double factor = options_.scale_by_t2 ? tau * tau : 1.0;
+    const double slope = options_.scale_by_t2 ? 2.0 * tau : 0.0;
+    const double divisor = divisor_of(weights, rows);
+    double total = 0.0;
+    for (index r = 0; r < rows; ++r) {
+      if (masked_row(weights, r)) continue;
+      const vocab_row_sums& sum = sums[r];
+      const double kl = kl_divergence(sum);
+      const double student_sum = sum.m_student / sum.z_student - sum.m_teacher / sum.z_teacher;
+      const double teacher_sum = teacher_through_std(sum, kl, factor);
+      total += weight_of(weights, r, divisor) *
+               (slope * kl - (factor * student_sum + teacher_sum) / tau);
+    }
+    return total;
   }
 
   /// Step 5 with gradients: the reduced loss (as loss()), and the gradient of the reduced
@@ -343,7 +378,8 @@ class vocab_parallel_kd_loss {
                        const matrix_view<T>& grad_teacher, const matrix_view<const T>& exps) const {
     const auto& student = shard.student;
     const auto& teacher = shard.teacher;
-    if (grad_student.empty() && grad_teacher.empty()) {
+    // An empty batch (rows = 0) has nothing to write, and its views look empty: accepted.
+    if (grad_student.empty() && grad_teacher.empty() && student.rows() > 0) {
       detail::throw_invalid(name,
                             "'grad_student' and 'grad_teacher' are both empty; call "
                             "loss() for the loss alone");
@@ -490,6 +526,13 @@ class vocab_parallel_kd_loss {
             static_cast<T>(std_term * tau), static_cast<T>(std_term * s.offset)};
   }
 
+  /// h . v^ = f (Pt / Zt + (dlog - KL) Nt / Zt): the teacher's gradient at its Z-score dotted
+  /// with the Z-score, for the path through the teacher's std.
+  static double teacher_through_std(const vocab_row_sums& sum, double kl, double factor) {
+    const double dlog = std::log(sum.z_student) - std::log(sum.z_teacher);
+    return factor * (sum.p_teacher / sum.z_teacher + (dlog - kl) * sum.n_teacher / sum.z_teacher);
+  }
+
   /// dv = f et (ut - us + g) - (h ut + i); see kd_loss and docs/math.md.
   detail::teacher_grad_coeffs<T> teacher_coefficients(const vocab_row_sums& sum,
                                                       const detail::row_standardization<T>& t,
@@ -499,7 +542,7 @@ class vocab_parallel_kd_loss {
     const double zs = sum.z_student;
     const double zt = sum.z_teacher;
     const double dlog = std::log(zs) - std::log(zt);
-    const double through_std = factor * (sum.p_teacher / zt + (dlog - kl) * sum.n_teacher / zt);
+    const double through_std = teacher_through_std(sum, kl, factor);
     const double std_term =
         options_.standardize && t.std > 0.0 ? weight * through_std / (degrees * t.std) : 0.0;
     return {static_cast<T>(weight * factor / (tau * t.divisor * zt)), static_cast<T>(dlog - kl),

@@ -153,6 +153,7 @@ struct sharded_result {
   std::vector<double> row_losses;
   std::vector<T> grad_student;
   std::vector<T> grad_teacher;
+  double grad_temperature = 0.0;
 };
 
 /// Runs the five steps over shards [cuts[k], cuts[k + 1]) of dense rows x cols inputs.
@@ -212,6 +213,8 @@ sharded_result<T> run_sharded(const lskd::vocab_parallel_kd_loss<T, Arch>& kd,
   const double loss_only =
       kd.loss(rows, merged.data(), merged_sums.data(), loss_only_rows.data(), weights);
   CHECK(loss_only_rows == result.row_losses);
+  result.grad_temperature =
+      kd.temperature_gradient(rows, merged.data(), merged_sums.data(), weights);
   CHECK(loss_only == result.loss);
   return result;
 }
@@ -226,9 +229,11 @@ void compare_with_kd_loss(const lskd::kd_options& options, const std::vector<T>&
   std::vector<T> grad_student(static_cast<std::size_t>(rows * cols));
   std::vector<T> grad_teacher(static_cast<std::size_t>(rows * cols));
   std::vector<double> row_losses(static_cast<std::size_t>(rows));
+  double expected_grad_temperature = 0.0;
   const double expected = reference.forward_backward(
       {student.data(), rows, cols}, {teacher.data(), rows, cols}, weights,
-      {grad_student.data(), rows, cols}, {grad_teacher.data(), rows, cols}, row_losses.data());
+      {grad_student.data(), rows, cols}, {grad_teacher.data(), rows, cols}, row_losses.data(),
+      &expected_grad_temperature);
 
   const lskd::vocab_parallel_kd_loss<T, Arch> kd(options);
   const auto actual =
@@ -242,6 +247,8 @@ void compare_with_kd_loss(const lskd::kd_options& options, const std::vector<T>&
     check_near("row loss", row_losses[r], actual.row_losses[r],
                relative * std::max(1.0, std::fabs(row_losses[r])));
   }
+  check_near("temperature gradient", expected_grad_temperature, actual.grad_temperature,
+             relative * std::max(1.0, std::fabs(expected_grad_temperature)));
   check_gradient("student gradient", grad_student, actual.grad_student, rows, cols, relative);
   check_gradient("teacher gradient", grad_teacher, actual.grad_teacher, rows, cols, relative);
 }
@@ -564,5 +571,9 @@ TEST_CASE("vocab_parallel: misuse throws invalid_argument naming the argument",
 
   // An empty batch: nothing to do, loss 0.
   CHECK(kd.loss(0, nullptr, nullptr) == 0.0);
-  kd.statistics({{nullptr, 0, cols, cols}, {nullptr, 0, cols, cols}, 0}, nullptr);
+  const lskd::vocab_shard<T> empty{{nullptr, 0, cols, cols}, {nullptr, 0, cols, cols}, 0};
+  kd.statistics(empty, nullptr);
+  kd.exp_sums(empty, nullptr, nullptr);
+  CHECK(kd.gradients(empty, nullptr, nullptr, {nullptr, 0, cols, cols}) == 0.0);
+  CHECK(kd.temperature_gradient(0, nullptr, nullptr) == 0.0);
 }
