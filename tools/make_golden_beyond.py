@@ -9,8 +9,10 @@ python3-torch):
 This writes tests/data/golden_beyond.txt: the line format of golden_kd.txt
 (tests/data/README.md) plus keyword lines for what plain KD does not have:
 
-    kind dkd|mtkd                 which loss the case is for: DKD, or multi-temperature
-                                  KD (plain KD when it has one temperature)
+    kind dkd|mtkd|wkd             which loss the case is for: DKD, multi-temperature
+                                  KD (plain KD when it has one temperature), or KD on
+                                  weighted Z-scores
+    class_weights <cols numbers>  wkd: the per-class weights of the Z-score (ddof 0)
     alpha_beta <alpha> <beta>     DKD: the weights of TCKD and NCKD
     target <rows integers>        DKD: each row's true class
     temperatures <numbers>        mtkd: the temperatures (`options` holds the first)
@@ -121,6 +123,29 @@ def evaluate_dkd(student, teacher, target, o, rows_formula=None):
     return loss.detach().reshape(-1), gs.detach(), gt.detach(), float(gtau)
 
 
+def weighted_standardize(logits, weights, eps):
+    """The weighted Z-score: mean and variance with per-class weights c, W = sum c (ddof 0)."""
+    total = weights.sum()
+    mean = (logits * weights).sum(dim=-1, keepdim=True) / total
+    var = (weights * (logits - mean) ** 2).sum(dim=-1, keepdim=True) / total
+    return (logits - mean) / (eps + var.sqrt())
+
+
+def evaluate_wkd(student, teacher, weights, o):
+    """KD on weighted Z-scores; returns loss, gradients and d/dtau."""
+    s = student.clone().to(DTYPE).requires_grad_(True)
+    t = teacher.clone().to(DTYPE).requires_grad_(True)
+    tau = torch.tensor(o["temperature"], dtype=DTYPE, requires_grad=True)
+    per_row = kd_rows(weighted_standardize(s, weights, o["eps"]),
+                      weighted_standardize(t, weights, o["eps"]), tau)
+    if not o["scale_by_t2"]:
+        per_row = per_row / tau ** 2
+    loss = reduce(per_row, o["reduction"])
+    total = loss.sum() if o["reduction"] == "none" else loss
+    gs, gt, gtau = torch.autograd.grad(total, (s, t, tau))
+    return loss.detach().reshape(-1), gs.detach(), gt.detach(), float(gtau)
+
+
 def evaluate_mtkd(student, teacher, o):
     """Multi-temperature KD: the sum over the temperatures of KD at each one."""
     s = student.clone().to(DTYPE).requires_grad_(True)
@@ -156,6 +181,9 @@ def pair(seed, rows, cols, mean=0.0, std=1.0):
 
 MTKD_DEFAULTS = dict(temperatures=[2.0, 3.0, 4.0, 5.0, 6.0], standardize=True, ddof=1,
                      eps=1e-7, reduction="batchmean", scale_by_t2=True)
+
+WKD_DEFAULTS = dict(temperature=2.0, standardize=True, ddof=0, eps=1e-7,
+                    reduction="batchmean", scale_by_t2=True)
 
 DKD_DEFAULTS = dict(temperature=4.0, alpha=1.0, beta=8.0, standardize=False, ddof=1,
                     eps=1e-7, reduction="batchmean", scale_by_t2=True)
@@ -229,6 +257,34 @@ def build_cases():
     s, t, _ = pair(3007, 4, 12, std=2.0)
     add_mt("kd_4x12_nostd_T4_sum", "one temperature, plain logits, sum; N(0, 2)", s, t,
            standardize=False, temperatures=[4.0], reduction="sum")
+
+    def add_w(name, note, student, teacher, weights, **kw):
+        o = dict(WKD_DEFAULTS)
+        o.update(kw)
+        loss, gs, gt, gtau = evaluate_wkd(student, teacher, weights, o)
+        cases.append(dict(name=name, note=note, kind="wkd", o=o, student=student,
+                          teacher=teacher, target=None, weights=weights, loss=loss, gs=gs, gt=gt,
+                          dtau=gtau))
+
+    def class_weights(seed, cols, zero_every=0):
+        g = torch.Generator().manual_seed(seed)
+        w = f32(torch.rand(cols, generator=g, dtype=DTYPE) * 2.0)
+        if zero_every:
+            w[::zero_every] = 0.0
+        return w
+
+    s, t, _ = pair(4001, 4, 10)
+    add_w("wkd_4x10_T2", "weighted Z-score, weights U(0, 2); N(0, 1)", s, t,
+          class_weights(4101, 10))
+    s, t, _ = pair(4002, 3, 33, mean=2.0, std=2.0)
+    add_w("wkd_3x33_ones", "all-ones weights: the ddof-0 Z-score; N(2, 2)", s, t,
+          torch.ones(33, dtype=DTYPE))
+    s, t, _ = pair(4003, 5, 17)
+    add_w("wkd_5x17_zeros_T4_sum", "every third weight 0, tau 4, sum; N(0, 1)", s, t,
+          class_weights(4103, 17, zero_every=3), temperature=4.0, reduction="sum")
+    s, t, _ = pair(4004, 2, 300, std=3.0)
+    add_w("wkd_2x300_none", "reduction none, weights U(0, 2); N(0, 3)", s, t,
+          class_weights(4104, 300), reduction="none")
     return cases
 
 
@@ -257,15 +313,17 @@ def write_file(path, cases):
             out.write("case %s\n" % c["name"])
             out.write("kind %s\n" % c["kind"])
             out.write("shape %d %d\n" % (rows, cols))
-            first_tau = o["temperature"] if c["kind"] == "dkd" else o["temperatures"][0]
+            first_tau = o["temperatures"][0] if c["kind"] == "mtkd" else o["temperature"]
             out.write("options %s %d %d %s %s %d\n" % (
                 fmt(first_tau), int(o["standardize"]), o["ddof"], fmt(o["eps"]),
                 o["reduction"], int(o["scale_by_t2"])))
             if c["kind"] == "dkd":
                 out.write("alpha_beta %s %s\n" % (fmt(o["alpha"]), fmt(o["beta"])))
                 out.write("target %s\n" % " ".join(str(int(v)) for v in c["target"].tolist()))
-            else:
+            elif c["kind"] == "mtkd":
                 out.write("temperatures %s\n" % " ".join(fmt(v) for v in o["temperatures"]))
+            else:
+                out.write("class_weights %s\n" % fmt_list(c["weights"]))
             out.write("student %s\n" % fmt_list(c["student"]))
             out.write("teacher %s\n" % fmt_list(c["teacher"]))
             out.write("loss %s\n" % fmt_list(c["loss"]))

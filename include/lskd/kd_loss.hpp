@@ -8,6 +8,7 @@
 #include <lskd/config.hpp>
 #include <lskd/detail/parallel.hpp>
 #include <lskd/detail/row_driver.hpp>
+#include <lskd/detail/weighted_moments.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
 #include <lskd/views.hpp>
@@ -67,8 +68,40 @@ class kd_loss {
     detail::check_ddof(name, options.ddof, 2, false);
   }
 
+  /// With per-class weights c for the Z-score statistics (the weighted Z-score): each row's
+  /// mean is sum c x / W and its variance sum c (x - mean)^2 / W, W = sum c over the row's
+  /// classes that are not masked; all-ones weights give the unweighted statistics with
+  /// ddof = 0. The gradients flow through the weighted mean and std. Requires `standardize`,
+  /// ddof = 0 (the convention above; anything else is refused rather than reinterpreted) and
+  /// eps > 0 (a row can have a weighted std of 0 without being constant). `class_weights`
+  /// holds one value per class, finite and >= 0, with a positive sum; every call must pass
+  /// logits with exactly that many classes. With class weights, gradients may not be written
+  /// in place. See docs/beyond.md.
+  static kd_loss with_class_weights(const kd_options& options,
+                                    const std::vector<double>& class_weights,
+                                    execution how = {}) {
+    kd_loss loss(options, std::move(how));
+    if (!options.standardize) {
+      detail::throw_invalid(name, "'class_weights' weight the Z-score statistics; they need "
+                                  "standardize = true");
+    }
+    if (options.ddof != 0) {
+      detail::throw_invalid(name, "with 'class_weights' the variance divides by the sum of the "
+                                  "weights (all-ones weights = ddof 0); set ddof = 0");
+    }
+    if (!(options.eps > 0.0)) {
+      detail::throw_invalid(name, "with 'class_weights' eps must be > 0: a row whose weighted "
+                                  "classes are equal has a weighted std of 0");
+    }
+    loss.class_weights_ = detail::checked_class_weights<T>(
+        name, class_weights, static_cast<index>(class_weights.size()));
+    return loss;
+  }
+
   const kd_options& options() const noexcept { return options_; }
   const execution& how() const noexcept { return execution_; }
+  /// The per-class weights of the Z-score (empty when unweighted), rounded to T.
+  const std::vector<T>& class_weights() const noexcept { return class_weights_; }
 
   /// The architecture this functor's kernels run on ("scalar", "sse2", "avx512f", ...).
   static constexpr const char* arch_name() noexcept { return Arch::name(); }
@@ -143,16 +176,22 @@ class kd_loss {
     detail::check_view(name, "teacher", teacher);
     detail::check_same_shape(name, "teacher", teacher, "student", student);
     detail::check_ddof(name, options_.ddof, student.cols(), options_.standardize);
+    const bool weighted = !class_weights_.empty();
+    if (weighted && static_cast<index>(class_weights_.size()) != student.cols()) {
+      detail::throw_invalid(name, "'class_weights' has " + std::to_string(class_weights_.size()) +
+                                      " values but the logits have " +
+                                      std::to_string(student.cols()) + " classes");
+    }
     if (!grad_student.empty()) {
       detail::check_view(name, "grad_student", grad_student);
       detail::check_same_shape(name, "grad_student", grad_student, "student", student);
-      detail::check_no_overlap(name, "grad_student", grad_student, "student", student, true);
+      detail::check_no_overlap(name, "grad_student", grad_student, "student", student, !weighted);
       detail::check_no_overlap(name, "grad_student", grad_student, "teacher", teacher, false);
     }
     if (!grad_teacher.empty()) {
       detail::check_view(name, "grad_teacher", grad_teacher);
       detail::check_same_shape(name, "grad_teacher", grad_teacher, "teacher", teacher);
-      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "teacher", teacher, true);
+      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "teacher", teacher, !weighted);
       detail::check_no_overlap(name, "grad_teacher", grad_teacher, "student", student, false);
       detail::check_no_overlap(name, "grad_teacher", grad_teacher, "grad_student", grad_student,
                                false);
@@ -209,6 +248,9 @@ class kd_loss {
       if (options_.standardize && options_.eps == 0.0) {
         check_not_constant(student_scans[i], "student logits", r);
         check_not_constant(teacher_scans[i], "teacher logits", r);
+      }
+      if (!class_weights_.empty() && student_scans[i].usable < student.cols()) {
+        check_weighted_classes_left(student.row(r), student.cols(), r);
       }
       const double row_weight = weights == nullptr ? 1.0 : static_cast<double>(weights[r]);
       if (student_gradient) check_gradient_fits(student_scans[i], row_weight, "student logits", r);
@@ -276,6 +318,18 @@ class kd_loss {
     }
     student_scan = {student_min, student_max, true, usable};
     teacher_scan = {teacher_min, teacher_max, true, usable};
+  }
+
+  /// A row whose masked classes hold all the class weight has no weighted statistics.
+  void check_weighted_classes_left(const T* student, index n, index row) const {
+    double total = 0.0;
+    for (index c = 0; c < n; ++c) {
+      if (student[c] != -std::numeric_limits<T>::infinity()) total += class_weights_[c];
+    }
+    if (!(total > 0.0)) {
+      detail::throw_domain(name, "row " + std::to_string(row) + " masks every class that has a "
+                                 "class weight > 0, so its weighted statistics are 0/0");
+    }
   }
 
   /// A constant row has std 0: with eps = 0 its Z-score is 0 / 0.
@@ -391,10 +445,22 @@ class kd_loss {
     const double tau = o.temperature;
     const double factor = o.scale_by_t2 ? tau * tau : 1.0;
 
-    const auto s = detail::standardization_of<T, Arch>(student, n, student_scan, o.standardize,
-                                                       o.ddof, o.eps, tau);
-    const auto t = detail::standardization_of<T, Arch>(teacher, n, teacher_scan, o.standardize,
-                                                       o.ddof, o.eps, tau);
+    // With class weights the statistics are weighted, the std path of each gradient is
+    // weighted per class, and `degrees` becomes the row's total weight W.
+    const bool weighted = !class_weights_.empty();
+    double total_weight = 0.0;
+    const auto s = weighted ? detail::weighted_standardization_of<T, Arch>(
+                                  student, class_weights_.data(), n, student_scan, o.eps, tau,
+                                  total_weight)
+                            : detail::standardization_of<T, Arch>(student, n, student_scan,
+                                                                  o.standardize, o.ddof, o.eps,
+                                                                  tau);
+    const auto t = weighted ? detail::weighted_standardization_of<T, Arch>(
+                                  teacher, class_weights_.data(), n, teacher_scan, o.eps, tau,
+                                  total_weight)
+                            : detail::standardization_of<T, Arch>(teacher, n, teacher_scan,
+                                                                  o.standardize, o.ddof, o.eps,
+                                                                  tau);
 
     if (grad_student == nullptr && grad_teacher == nullptr && grad_tau == nullptr) {
       const auto sums = detail::kd_exp_sweep<T, Arch, detail::kd_sums::loss>(
@@ -404,19 +470,52 @@ class kd_loss {
 
     T* student_exps = scratch;
     T* teacher_exps = scratch + n;
-    const double degrees = static_cast<double>(student_scan.usable - o.ddof);
+    const double degrees =
+        weighted ? total_weight : static_cast<double>(student_scan.usable - o.ddof);
     const bool masked = student_scan.usable < n;
+
+    // Weighted: the sweeps leave out the std path (d, e; h, i), applied per class afterwards.
+    detail::student_grad_coeffs<T> student_path{};
+    detail::teacher_grad_coeffs<T> teacher_path{};
+    const auto strip_student = [&](detail::student_grad_coeffs<T> sc) {
+      if (weighted) {
+        student_path = sc;
+        sc.d = T(0);
+        sc.e = T(0);
+      }
+      return sc;
+    };
+    const auto strip_teacher = [&](detail::teacher_grad_coeffs<T> tc) {
+      if (weighted) {
+        teacher_path = tc;
+        tc.h = T(0);
+        tc.i = T(0);
+      }
+      return tc;
+    };
+    const auto weighted_paths = [&] {
+      if (!weighted) return;
+      if (grad_student != nullptr) {
+        detail::weighted_std_path<T, Arch>(student, class_weights_.data(), n, s.map,
+                                           student_path.d, student_path.e, grad_student);
+      }
+      if (grad_teacher != nullptr) {
+        detail::weighted_std_path<T, Arch>(teacher, class_weights_.data(), n, t.map,
+                                           teacher_path.h, teacher_path.i, grad_teacher);
+      }
+    };
 
     if (grad_teacher == nullptr && grad_tau == nullptr) {
       const auto sums = detail::kd_exp_sweep<T, Arch, detail::kd_sums::student_grad>(
           student, teacher, n, s.map, t.map, student_exps, teacher_exps);
       const double kl = kl_divergence(sums[0], sums[1], sums[2]);
-      const auto sc = student_coefficients(sums[0], sums[1], sums[3], sums[4], s, factor, weight,
-                                           degrees);
+      const auto sc = strip_student(student_coefficients(sums[0], sums[1], sums[3], sums[4], s,
+                                                         factor, weight, degrees));
       (masked ? detail::kd_grad_sweep<T, Arch, true, false, true>
               : detail::kd_grad_sweep<T, Arch, true, false, false>)(
           student, teacher, student_exps, teacher_exps, n, s.map, t.map, sc, {}, grad_student,
           nullptr);
+      weighted_paths();
       return factor * kl;
     }
 
@@ -441,19 +540,21 @@ class kd_loss {
     if (grad_student == nullptr && grad_teacher == nullptr) return factor * kl;
     const double std_term = o.standardize && t.std > 0.0 ? weight * through_std / (degrees * t.std)
                                                          : 0.0;
-    const detail::teacher_grad_coeffs<T> tc{
-        static_cast<T>(weight * factor / (tau * t.divisor * zt)), static_cast<T>(dlog - kl),
-        static_cast<T>(std_term * tau), static_cast<T>(std_term * t.offset)};
+    const detail::teacher_grad_coeffs<T> tc = strip_teacher(
+        {static_cast<T>(weight * factor / (tau * t.divisor * zt)), static_cast<T>(dlog - kl),
+         static_cast<T>(std_term * tau), static_cast<T>(std_term * t.offset)});
 
     if (grad_teacher == nullptr) {
       // Only the temperature's gradient needed the teacher's sums.
-      const auto sc = student_coefficients(zs, zt, sums[3], sums[4], s, factor, weight, degrees);
+      const auto sc =
+          strip_student(student_coefficients(zs, zt, sums[3], sums[4], s, factor, weight, degrees));
       (masked ? detail::kd_grad_sweep<T, Arch, true, false, true>
               : detail::kd_grad_sweep<T, Arch, true, false, false>)(
           student, teacher, student_exps, teacher_exps, n, s.map, t.map, sc, {}, grad_student,
           nullptr);
     } else if (grad_student != nullptr) {
-      const auto sc = student_coefficients(zs, zt, sums[3], sums[4], s, factor, weight, degrees);
+      const auto sc =
+          strip_student(student_coefficients(zs, zt, sums[3], sums[4], s, factor, weight, degrees));
       (masked ? detail::kd_grad_sweep<T, Arch, true, true, true>
               : detail::kd_grad_sweep<T, Arch, true, true, false>)(
           student, teacher, student_exps, teacher_exps, n, s.map, t.map, sc, tc, grad_student,
@@ -464,6 +565,7 @@ class kd_loss {
           student, teacher, student_exps, teacher_exps, n, s.map, t.map, {}, tc, nullptr,
           grad_teacher);
     }
+    weighted_paths();
     return factor * kl;
   }
 
@@ -492,6 +594,7 @@ class kd_loss {
 
   kd_options options_;
   execution execution_;
+  std::vector<T> class_weights_;  ///< per-class weights of the Z-score; empty: unweighted
 };
 
 LSKD_NAMESPACE_END

@@ -79,11 +79,17 @@ struct standardize_options {
   double temperature = 1.0;   ///< divides the Z-score; finite and > 0
   int ddof = 1;               ///< std divides by classes - ddof; 1 or 0
   double eps = 1e-7;          ///< added to the std; finite, >= 0
+  /// Per-class weights c of the statistics (the weighted Z-score), one per class, finite and
+  /// >= 0 with a positive sum; empty: unweighted. mean = sum c x / W, var = sum c (x - mean)^2
+  /// / W with W = sum c, so all-ones weights give ddof = 0; needs ddof = 0 and eps > 0.
+  std::vector<double> class_weights;
 };
 
 /// Options of the per-row statistics.
 struct row_stats_options {
   int ddof = 1;               ///< std divides by classes - ddof; 1 or 0
+  /// Per-class weights of the mean and variance, as in standardize_options (needs ddof = 0).
+  std::vector<double> class_weights;
 };
 
 /// Options of softmax and log-softmax: softmax(x / temperature) along each row.

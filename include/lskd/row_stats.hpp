@@ -6,11 +6,14 @@
 
 #include <lskd/config.hpp>
 #include <lskd/detail/row_driver.hpp>
+#include <lskd/detail/weighted_moments.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
 #include <lskd/views.hpp>
 
+#include <string>
 #include <type_traits>
+#include <vector>
 
 LSKD_NAMESPACE_BEGIN
 
@@ -32,6 +35,14 @@ class row_stats {
  public:
   explicit row_stats(const row_stats_options& options = {}) : options_(options) {
     detail::check_ddof(name, options.ddof, 2, false);
+    if (!options.class_weights.empty()) {
+      if (options.ddof != 0) {
+        detail::throw_invalid(name, "with 'class_weights' the variance divides by the sum of "
+                                    "the weights (all-ones weights = ddof 0); set ddof = 0");
+      }
+      weights_ = detail::checked_class_weights<T>(
+          name, options.class_weights, static_cast<index>(options.class_weights.size()));
+    }
   }
 
   const row_stats_options& options() const noexcept { return options_; }
@@ -47,12 +58,24 @@ class row_stats {
     detail::check_no_overlap(name, "std", stds, "logits", logits, false);
     detail::check_no_overlap(name, "std", stds, "mean", means, false);
 
+    if (!weights_.empty() && static_cast<index>(weights_.size()) != logits.cols()) {
+      detail::throw_invalid(name, "'class_weights' has " + std::to_string(weights_.size()) +
+                                      " values but the logits have " +
+                                      std::to_string(logits.cols()) + " classes");
+    }
+
     const auto scans = detail::scan_rows<T, Arch>(name, "logits", logits);
     for (index r = 0; r < logits.rows(); ++r) {
       const auto& scan = scans[static_cast<std::size_t>(r)];
-      const auto moments = detail::moments_row<T, Arch>(logits.row(r), logits.cols(),
-                                                        options_.ddof, detail::scale_for(scan),
-                                                        logits.cols());
+      detail::row_moments moments{};
+      if (weights_.empty()) {
+        moments = detail::moments_row<T, Arch>(logits.row(r), logits.cols(), options_.ddof,
+                                               detail::scale_for(scan), logits.cols());
+      } else {
+        const auto weighted = detail::weighted_moments_row<T, Arch>(
+            logits.row(r), weights_.data(), logits.cols(), detail::scale_for(scan));
+        moments = {weighted.mean, weighted.std};
+      }
       if (mean != nullptr) mean[r] = static_cast<T>(moments.mean);
       if (std != nullptr) std[r] = static_cast<T>(moments.std);
     }
@@ -72,6 +95,7 @@ class row_stats {
  private:
   static constexpr const char* name = "lskd::row_stats";
   row_stats_options options_;
+  std::vector<T> weights_;  ///< class weights in T; empty: unweighted
 };
 
 LSKD_NAMESPACE_END

@@ -6,11 +6,14 @@
 
 #include <lskd/config.hpp>
 #include <lskd/detail/row_driver.hpp>
+#include <lskd/detail/weighted_moments.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
 #include <lskd/views.hpp>
 
+#include <string>
 #include <type_traits>
+#include <vector>
 
 LSKD_NAMESPACE_BEGIN
 
@@ -35,6 +38,15 @@ class standardize {
     detail::check_positive_finite(name, "temperature", options.temperature);
     detail::check_nonnegative_finite(name, "eps", options.eps);
     detail::check_ddof(name, options.ddof, 2, false);
+    if (!options.class_weights.empty()) {
+      if (options.ddof != 0 || !(options.eps > 0.0)) {
+        detail::throw_invalid(name, "with 'class_weights' the variance divides by the sum of "
+                                    "the weights (all-ones weights = ddof 0): set ddof = 0, and "
+                                    "eps > 0 (a weighted std can be 0 in a row that varies)");
+      }
+      weights_ = detail::checked_class_weights<T>(
+          name, options.class_weights, static_cast<index>(options.class_weights.size()));
+    }
   }
 
   const standardize_options& options() const noexcept { return options_; }
@@ -46,6 +58,11 @@ class standardize {
     detail::check_same_shape(name, "out", out, "logits", logits);
     detail::check_ddof(name, options_.ddof, logits.cols(), true);
     detail::check_no_overlap(name, "out", out, "logits", logits, true);
+    if (!weights_.empty() && static_cast<index>(weights_.size()) != logits.cols()) {
+      detail::throw_invalid(name, "'class_weights' has " + std::to_string(weights_.size()) +
+                                      " values but the logits have " +
+                                      std::to_string(logits.cols()) + " classes");
+    }
 
     const auto scans = detail::scan_rows<T, Arch>(name, "logits", logits);
     if (options_.eps == 0.0) {
@@ -59,9 +76,15 @@ class standardize {
     for (index r = 0; r < logits.rows(); ++r) {
       const auto& scan = scans[static_cast<std::size_t>(r)];
       const T scale = detail::scale_for(scan);
-      const auto moments =
-          detail::moments_row<T, Arch>(logits.row(r), logits.cols(), options_.ddof, scale,
-                                       logits.cols());
+      detail::row_moments moments{};
+      if (weights_.empty()) {
+        moments = detail::moments_row<T, Arch>(logits.row(r), logits.cols(), options_.ddof, scale,
+                                               logits.cols());
+      } else {
+        const auto weighted = detail::weighted_moments_row<T, Arch>(logits.row(r), weights_.data(),
+                                                                    logits.cols(), scale);
+        moments = {weighted.mean, weighted.std};
+      }
       const double center = moments.mean * static_cast<double>(scale);
       const T high = static_cast<T>(center);
       const T low = static_cast<T>(center - static_cast<double>(high));
@@ -78,6 +101,7 @@ class standardize {
  private:
   static constexpr const char* name = "lskd::standardize";
   standardize_options options_;
+  std::vector<T> weights_;  ///< class weights in T; empty: unweighted
 };
 
 LSKD_NAMESPACE_END

@@ -5,7 +5,7 @@
 /// What the beyond-KD tests share: the float/double x architecture list, a comparison that
 /// prints expected, actual and tolerance, seeded random rows, and the reader of
 /// tests/data/golden_beyond.txt (the line format of golden_kd.txt plus `kind`, `alpha_beta`,
-/// `target`, `temperatures` and `dtau` lines; see tools/make_golden_beyond.py).
+/// `target`, `temperatures`, `class_weights` and `dtau` lines; see tools/make_golden_beyond.py).
 
 #include <lskd/lskd.hpp>
 
@@ -114,6 +114,7 @@ struct golden_case {
   double beta = 0.0;
   std::vector<std::int64_t> target;
   std::vector<double> temperatures;
+  std::vector<double> class_weights;
   std::vector<double> student, teacher, loss, grad_student, grad_teacher;
   std::vector<double> dtau;
 
@@ -237,6 +238,8 @@ inline std::vector<golden_case> read_golden(const std::string& path) {
     } else if (key == "target") {
       std::int64_t value = 0;
       while (in >> value) current.target.push_back(value);
+    } else if (key == "class_weights") {
+      current.class_weights = detail::numbers(rest, line);
     } else if (key == "temperatures") {
       current.temperatures = detail::numbers(rest, line);
     } else if (key == "student") {
