@@ -7,6 +7,7 @@
 #include <lskd/c_api.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,6 +325,57 @@ static void check_errors(void) {
   lskd_kd_options_init(NULL); /* does nothing */
 }
 
+/* ---- Threads: calls run at once, each thread with its own error message ---- */
+
+typedef struct {
+  int fail;        /* this thread makes failing calls (bad ld) or good ones */
+  int mismatches;  /* what went wrong, counted (CHECK is not thread-safe) */
+  double loss;
+} thread_job;
+
+static void* thread_body(void* argument) {
+  thread_job* job = (thread_job*)argument;
+  double s[40], t[40];
+  for (int i = 0; i < 40; ++i) {
+    s[i] = sin(0.37 * i);
+    t[i] = cos(0.11 * i);
+  }
+  for (int k = 0; k < 500; ++k) {
+    double loss = -1, grad[40];
+    const int code = lskd_kd_f64(s, job->fail ? 3 : 10, t, 10, 4, 10, NULL, &loss, grad, 10,
+                                 NULL, 0);
+    const char* message = lskd_last_error();
+    if (job->fail) {
+      job->mismatches += code != LSKD_ERROR_INVALID_ARGUMENT || loss != -1 ||
+                         strstr(message, "'ld_student' is 3") == NULL;
+    } else {
+      job->mismatches += code != LSKD_OK || strcmp(message, "") != 0 ||
+                         (k > 0 && loss != job->loss);
+      job->loss = loss;
+    }
+  }
+  return NULL;
+}
+
+static void check_threads(void) {
+  enum { count = 4 };
+  pthread_t threads[count];
+  thread_job jobs[count];
+  for (int i = 0; i < count; ++i) {
+    jobs[i].fail = i % 2;
+    jobs[i].mismatches = 0;
+    jobs[i].loss = 0;
+    CHECK(pthread_create(&threads[i], NULL, thread_body, &jobs[i]) == 0, "thread %d", i);
+  }
+  for (int i = 0; i < count; ++i) pthread_join(threads[i], NULL);
+  for (int i = 0; i < count; ++i) {
+    CHECK(jobs[i].mismatches == 0, "thread %d (%s calls): %d wrong results or messages", i,
+          jobs[i].fail ? "failing" : "good", jobs[i].mismatches);
+  }
+  CHECK(jobs[0].loss == jobs[2].loss, "threads disagree: %.17g vs %.17g", jobs[0].loss,
+        jobs[2].loss);
+}
+
 /* ---- LSKD_ARCH ---- */
 
 /* Returns -1 to go on, or the exit code. */
@@ -377,6 +429,7 @@ int main(void) {
     }
   }
   check_errors();
+  check_threads();
 
   printf("%d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
