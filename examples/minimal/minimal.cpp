@@ -24,8 +24,9 @@ int main() {
   float std[2];
   lskd::row_stats<float>{}({student.data(), 2, 4}, mean, std);
   std::vector<float> z(8);
-  lskd::standardize<float>{{/*temperature=*/2.0, /*ddof=*/1, /*eps=*/1e-7}}(
-      {student.data(), 2, 4}, {z.data(), 2, 4});
+  lskd::standardize_options z_options;  // ddof = 1, eps = 1e-7
+  z_options.temperature = 2.0;
+  lskd::standardize<float>{z_options}({student.data(), 2, 4}, {z.data(), 2, 4});
   std::printf("row 0: mean %.4f, std %.4f, z[0] / tau = %.4f\n", mean[0], std[0], z[0]);
 
   // Bad input is an exception that names the argument; nothing is written.
