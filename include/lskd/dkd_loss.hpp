@@ -238,6 +238,9 @@ class dkd_loss {
     for (index r = 0; r < rows; ++r) {
       const auto i = static_cast<std::size_t>(r);
       if (weights != nullptr && weights[r] == T(0)) continue;
+      // NOTE: masked classes (-inf in both) are refused here. Supporting them needs the masked
+      // moments (as kd_loss) and a target that is not masked; the sweeps already give masked
+      // classes zero weight.
       if (!student_scans[i].finite) {
         detail::throw_non_finite(name, "student logits", r, student.row(r), n);
       }

@@ -129,6 +129,8 @@ class multi_temperature_kd_loss {
     if (rows == 0) return 0.0;
 
     // Every row is checked before any output is written.
+    // NOTE: no masked (-inf) classes and no row weights here; kd_loss's validation and
+    // reduction code would carry over unchanged if they are needed.
     const auto student_scans = detail::scan_rows<T, Arch>(name, "student logits", student);
     const auto teacher_scans = detail::scan_rows<T, Arch>(name, "teacher logits", teacher);
     if (options_.standardize && options_.eps == 0.0) {
