@@ -280,7 +280,7 @@ def write_markdown(path, context, rows, args):
     out.append(f"## Targets (lskd {arch}, float)\n")
     out.append("| shape | fwd+bwd vs libtorch (>= 50x) | % roofline (>= 70%) | "
                "2 threads / 1 thread, wall (>= 1.8x for B >= 64) | 2 x CPU(1 thread) / process "
-               "CPU(2 threads) | forward / fwd+bwd time (roofline says) | "
+               "CPU(2 threads), spin-waiting included | forward / fwd+bwd time (roofline says) | "
                "extra heap, 1 thread / 2 threads |")
     out.append("|---|---:|---:|---:|---:|---:|---:|")
 
@@ -304,6 +304,25 @@ def write_markdown(path, context, rows, args):
             if s["fwd_share"] is not None and s["roof_share"] is not None else
             f"| {b} x {c} | incomplete | | | | | |")
     out.append("")
+    for spec in args.threads_json or []:
+        title, _, json_path = spec.rpartition("=")
+        _, extra = load_runs(json_path)
+        out.append(f"### Threads: {title}\n")
+        out.append(f"From `{json_path.split('/')[-1]}`. Wall-clock and CPU medians of lskd {arch} "
+                   "fwd+bwd; the 2-thread CPU is the whole process's.\n")
+        out.append("| shape | 1 thread wall | 2 threads wall | speed-up (wall) | 1 thread CPU | "
+                   "2 threads process CPU | CPU added by threading |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        for shape in shapes_of(extra):
+            b, c = shape
+            one = extra.get(("kd_fwdbwd", f"lskd_{arch}", b, c))
+            two = extra.get(("kd_fwdbwd", f"lskd_{arch}_2threads", b, c))
+            if not one or not two:
+                continue
+            out.append(f"| {b} x {c} | {fmt_time(one['real'])} | {fmt_time(two['real'])} | "
+                       f"{one['real'] / two['real']:.2f}x | {fmt_time(one['cpu'])} | "
+                       f"{fmt_time(two['cpu'])} | {(two['cpu'] / one['cpu'] - 1) * 100:+.0f}% |")
+        out.append("")
     if args.analysis:
         with open(args.analysis, encoding="utf-8") as f:
             out.append(f.read().rstrip() + "\n")
@@ -376,6 +395,9 @@ def main():
     parser.add_argument("--command", help="the command line that produced the JSON")
     parser.add_argument("--note", action="append", help="a line for the context section")
     parser.add_argument("--analysis", help="a Markdown file appended after the targets table")
+    parser.add_argument("--threads-json", action="append", metavar="TITLE=PATH",
+                        help="another lskd_bench JSON (e.g. run with OMP_WAIT_POLICY=passive) "
+                             "whose 1- and 2-thread lskd rows get a table of their own")
     args = parser.parse_args()
     context, rows = load_runs(args.json)
     if not rows:
