@@ -355,8 +355,11 @@ def write_plot(path, context, rows):
     for (op, impl) in sorted(series, key=lambda k: (k[0] != "kd_fwdbwd", impl_order(k[1]))):
         joined, apart = split(series[(op, impl)])
         style = "--" if op == "kd_forward" else "-"
+        name = label(op, impl)
+        if impl.endswith("_2threads"):
+            name += " (wall clock: see the threads note)"
         line, = ax.plot([p[0] for p in joined], [p[2] for p in joined], style, marker="o",
-                        label=label(op, impl))
+                        label=name)
         if apart:
             ax.plot([p[0] for p in apart], [p[2] for p in apart], linestyle="none", marker="o",
                     markerfacecolor="none", markersize=9, color=line.get_color())
