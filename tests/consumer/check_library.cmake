@@ -36,14 +36,16 @@ endif()
 message(STATUS "exports: ${exported}")
 
 # 2. Where the SIMD instructions are.
-execute_process(COMMAND ${OBJDUMP} -d --no-show-raw-insn -C ${LIBRARY}
+# Mangled names (no -C): demangled ones have brackets, which CMake lists do not take apart.
+execute_process(COMMAND ${OBJDUMP} -d --no-show-raw-insn ${LIBRARY}
   OUTPUT_FILE ${CMAKE_CURRENT_BINARY_DIR}/liblskd_c.dis RESULT_VARIABLE result)
 if(NOT result EQUAL 0)
   message(FATAL_ERROR "objdump failed on ${LIBRARY}")
 endif()
-# Function headers and instructions whose mnemonic starts with v (vmovups, vfmadd..., vzeroupper).
+# Function headers and instructions whose mnemonic starts with v (vmovups, vfmadd..., vzeroupper);
+# GNU objdump puts a tab after the address, llvm-objdump spaces and a tab.
 file(STRINGS ${CMAKE_CURRENT_BINARY_DIR}/liblskd_c.dis interesting
-  REGEX "^[0-9a-f]+ <.*>:$|^ *[0-9a-f]+:\tv[a-z0-9]+")
+  REGEX "^[0-9a-f]+ <.*>:$|^ *[0-9a-f]+:[ \t]+v[a-z0-9]+([ \t]|$)")
 set(function "")
 set(offenders "")
 set(simd_functions 0)
@@ -51,7 +53,7 @@ foreach(line IN LISTS interesting)
   if(line MATCHES "^[0-9a-f]+ <(.*)>:$")
     set(function "${CMAKE_MATCH_1}")
     set(counted OFF)
-  elseif(function MATCHES "target_avx2|target_avx512f|_avx2\\(|_avx512f\\(")
+  elseif(function MATCHES "target_avx2|target_avx512f|lskd_detail_kd_f(32|64)_avx(2|512f)")
     if(NOT counted)
       math(EXPR simd_functions "${simd_functions} + 1")
       set(counted ON)
