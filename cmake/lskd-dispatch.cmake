@@ -25,7 +25,9 @@ function(lskd_dispatch_arch_info arch type_var flags_var)
     set(flags -mavx2 -mfma)
   elseif(arch STREQUAL "avx512f")
     set(type "xsimd::avx512f")
-    set(flags -mavx512f -mavx2 -mfma)
+    # xsimd 8.1's float horizontal sum for avx512f uses an AVX512DQ instruction, so this
+    # unit also needs -mavx512dq (and cpu_supports<xsimd::avx512f> checks for DQ too).
+    set(flags -mavx512f -mavx512dq -mavx2 -mfma)
   else()
     message(FATAL_ERROR "lskd: unknown dispatch architecture '${arch}'")
   endif()

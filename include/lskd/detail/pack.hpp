@@ -151,18 +151,5 @@ inline T lanes_min(const xsimd::batch<T, Arch>& value) noexcept {
   return simd::compat::reduce_min(value);
 }
 
-/// Adds each lane of a batch to a double accumulator, lane by lane, so the lane totals are
-/// combined in double rather than in the working precision.
-template <class T>
-inline void add_lanes_to(double& total, T value) noexcept {
-  total += static_cast<double>(value);
-}
-template <class T, class Arch>
-inline void add_lanes_to(double& total, const xsimd::batch<T, Arch>& value) noexcept {
-  alignas(Arch::alignment()) T lanes[xsimd::batch<T, Arch>::size];
-  value.store_aligned(lanes);
-  for (T lane : lanes) total += static_cast<double>(lane);
-}
-
 }  // namespace detail
 LSKD_NAMESPACE_END

@@ -15,18 +15,21 @@ LSKD_NAMESPACE_BEGIN
 namespace detail {
 
 /// Packs one accumulator lane adds, in the working precision, before its total moves to double.
-inline constexpr index packs_per_block = 8;
+inline constexpr index packs_per_block = 16;
 
 /// Walks `n` elements and returns N sums, accumulated by blocked two-level summation.
 ///
 /// `body(pack_tag<P>{}, i, acc)` handles the elements [i, i + width(P)) and adds its N
 /// contributions with `acc[k] += value`; it is called with P = the architecture's batch in the
 /// main loop and with P = T on single elements in the tail. Each lane of a batch accumulator
-/// adds at most `packs_per_block` + 1 values in the working precision T; lane totals and tail
-/// elements are then added in double. With u_T and u_d the unit roundoffs, each returned sum S
-/// of exact value S* satisfies |S - S*| <= (packs_per_block + 2) * u_T * sum|x| +
-/// (n / (2 * packs_per_block * width) + width + 1) * u_d * sum|x|, where sum|x| is the sum of
-/// the magnitudes of the added values: about 10 u_T relative to sum|x| whatever the row length.
+/// adds at most `packs_per_block` values in the working precision T; at the end of a block the
+/// two accumulator sets are added and their lanes summed as a tree (log2(width) more
+/// roundings in T), and that block total is added in double, as are tail elements. With u_T
+/// and u_d the unit roundoffs, each returned sum S of exact value S* satisfies
+/// |S - S*| <= (packs_per_block + 1 + log2(width)) * u_T * sum|x| +
+/// (n / (2 * packs_per_block * width) + 1) * u_d * sum|x|, where sum|x| is the sum of the
+/// magnitudes of the added values: about 21 u_T (float, AVX-512) relative to sum|x| whatever
+/// the row length.
 template <class T, class Arch, std::size_t N, class Body>
 inline std::array<double, N> sum_sweep(index n, Body&& body) {
   using P = pack_t<T, Arch>;
@@ -48,7 +51,11 @@ inline std::array<double, N> sum_sweep(index n, Body&& body) {
         body(pack_tag<P>{}, i, first);
         body(pack_tag<P>{}, i + width, second);
       }
-      for (std::size_t k = 0; k < N; ++k) add_lanes_to(total[k], first[k] + second[k]);
+      // A tree over the lanes, then one add in double: a serial chain of lane-by-lane double
+      // adds here cost as much as the block itself.
+      for (std::size_t k = 0; k < N; ++k) {
+        total[k] += static_cast<double>(lanes_sum(P(first[k] + second[k])));
+      }
     }
 
     // One whole pack may remain.
@@ -56,7 +63,7 @@ inline std::array<double, N> sum_sweep(index n, Body&& body) {
       std::array<P, N> last;
       last.fill(P(T(0)));
       body(pack_tag<P>{}, i, last);
-      for (std::size_t k = 0; k < N; ++k) add_lanes_to(total[k], last[k]);
+      for (std::size_t k = 0; k < N; ++k) total[k] += static_cast<double>(lanes_sum(last[k]));
       i += width;
     }
   }

@@ -67,7 +67,8 @@ inline bool cpu_has() noexcept {
   if constexpr (std::is_same<Arch, xsimd::sse2>::value) return cpu.sse2;
   if constexpr (std::is_same<Arch, xsimd::avx2>::value) return cpu.avx2;
   if constexpr (std::is_same<Arch, xsimd::fma3<xsimd::avx2>>::value) return cpu.fma3_avx2;
-  if constexpr (std::is_same<Arch, xsimd::avx512f>::value) return cpu.avx512f;
+  // xsimd 8.1's avx512f kernels use AVX512DQ instructions in places (horizontal sums).
+  if constexpr (std::is_same<Arch, xsimd::avx512f>::value) return cpu.avx512f && cpu.avx512dq;
   if constexpr (std::is_same<Arch, xsimd::avx512bw>::value) return cpu.avx512bw;
 #endif
   return Arch::version() <= xsimd::available_architectures().best;
