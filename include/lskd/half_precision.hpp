@@ -7,6 +7,7 @@
 /// rounded to the input type, as the caller chooses.
 
 #include <lskd/config.hpp>
+#include <lskd/detail/row_sources.hpp>
 #include <lskd/dkd_loss.hpp>
 #include <lskd/kd_loss.hpp>
 #include <lskd/options.hpp>
@@ -28,30 +29,6 @@ template <class Storage>
 struct is_half_storage
     : std::integral_constant<bool, std::is_same<Storage, Eigen::bfloat16>::value ||
                                        std::is_same<Storage, Eigen::half>::value> {};
-
-/// Widens one row to float. Exact for both types (every bfloat16 and half value is a float).
-/// bfloat16 is the top half of a float's bits, so widening is a 16-bit shift, a loop the
-/// compiler vectorizes; half goes through Eigen's packet conversion (F16C or AVX-512 where
-/// the flags allow).
-inline void widen_row(const Eigen::bfloat16* in, float* out, index n) {
-  for (index i = 0; i < n; ++i) {
-    std::uint16_t bits;
-    std::memcpy(&bits, &in[i], sizeof bits);
-    const std::uint32_t wide = static_cast<std::uint32_t>(bits) << 16;
-    std::memcpy(&out[i], &wide, sizeof wide);
-  }
-}
-inline void widen_row(const Eigen::half* in, float* out, index n) {
-  Eigen::Map<Eigen::ArrayXf>(out, n) =
-      Eigen::Map<const Eigen::Array<Eigen::half, Eigen::Dynamic, 1>>(in, n).template cast<float>();
-}
-
-/// Rounds one float row to the 16-bit type, to nearest even (Eigen's conversion).
-template <class Storage>
-inline void narrow_row(const float* in, Storage* out, index n) {
-  Eigen::Map<Eigen::Array<Storage, Eigen::Dynamic, 1>>(out, n) =
-      Eigen::Map<const Eigen::ArrayXf>(in, n).template cast<Storage>();
-}
 
 /// A dense float copy (leading dimension = cols) of a 16-bit matrix.
 template <class Storage>
@@ -101,19 +78,17 @@ inline void check_half_views(const char* function, const matrix_view<const Stora
 
 /// lskd::kd_loss on bfloat16 or half logits.
 ///
-/// Every 16-bit logit is widened to float exactly, then the float kernels of kd_loss<float,
-/// Arch> run on the widened values: the loss and the float gradient are exactly those of
-/// kd_loss<float> on the same converted values (no rounding happens before the conversion).
-/// A 16-bit gradient is that float gradient rounded to nearest even at the very end.
+/// Each row is widened to float exactly when the kernels read it (into a buffer of a few rows
+/// per thread: O(classes) memory, not O(rows x classes)), and the float kernels of
+/// kd_loss<float, Arch> run on the widened values: the loss and the float gradient are exactly
+/// those of kd_loss<float> on the same converted values (no rounding happens before the
+/// conversion). A 16-bit gradient is that float gradient rounded to nearest even, row by row.
 ///
-/// Options, reductions, row weights, masked classes (-inf in both), errors and accuracy are
-/// those of kd_loss (its messages name `lskd::kd_loss`). The gradient views are float, or the
-/// input type; a gradient of the input type may be exactly its own logits (in place).
-///
-/// NOTE: the whole batch is widened into a float buffer first (2 bytes more per logit and
-/// input for the call's duration). Widening per row inside the kernels would need only
-/// O(classes) per thread; it needs the row kernels templated on a storage type apart from
-/// the compute type.
+/// Options, reductions, row weights, masked classes (-inf in both), class weights, the
+/// temperature gradient, errors and accuracy are those of kd_loss (its messages name
+/// `lskd::kd_loss`); every row is still checked before any output is written. The gradient
+/// views are float, or the input type; a gradient of the input type may be exactly its own
+/// logits (in place), a float gradient may not overlap them.
 ///
 /// @tparam Storage Eigen::bfloat16 or Eigen::half.
 template <class Storage, class Arch = simd::default_arch>
@@ -124,6 +99,9 @@ class half_precision_kd_loss {
  public:
   explicit half_precision_kd_loss(const kd_options& options = {}, execution how = {})
       : loss_(options, std::move(how)) {}
+
+  /// Wraps a configured float loss (e.g. kd_loss<float>::with_class_weights).
+  explicit half_precision_kd_loss(kd_loss<float, Arch> loss) : loss_(std::move(loss)) {}
 
   const kd_options& options() const noexcept { return loss_.options(); }
 
@@ -136,10 +114,8 @@ class half_precision_kd_loss {
   /// The reduced loss over weighted rows; see kd_loss::forward.
   double forward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
                  const row_weights<float>& weights, double* row_losses = nullptr) const {
-    detail::check_half_views<Storage, float>(name, student, teacher, {}, {});
-    const auto s = detail::widen_matrix(student);
-    const auto t = detail::widen_matrix(teacher);
-    return loss_.forward(dense(s, student), dense(t, teacher), weights, row_losses);
+    return run(student, teacher, weights, detail::direct_gradient<float>{{}},
+               detail::direct_gradient<float>{{}}, row_losses, nullptr);
   }
 
   /// Loss and float gradients; see kd_loss::forward_backward.
@@ -147,11 +123,9 @@ class half_precision_kd_loss {
                           matrix_view<float> grad_student, matrix_view<float> grad_teacher = {},
                           double* row_losses = nullptr, double* grad_temperature = nullptr,
                           const row_weights<float>& weights = {}) const {
-    detail::check_half_views(name, student, teacher, grad_student, grad_teacher);
-    const auto s = detail::widen_matrix(student);
-    const auto t = detail::widen_matrix(teacher);
-    return loss_.forward_backward(dense(s, student), dense(t, teacher), weights, grad_student,
-                                  grad_teacher, row_losses, grad_temperature);
+    loss_.check_some_gradient(grad_student, grad_teacher, grad_temperature, student.rows());
+    return run(student, teacher, weights, detail::direct_gradient<float>{grad_student},
+               detail::direct_gradient<float>{grad_teacher}, row_losses, grad_temperature);
   }
 
   /// Loss and gradients in the input type: the float gradients rounded to nearest even.
@@ -159,35 +133,34 @@ class half_precision_kd_loss {
                           matrix_view<Storage> grad_student, matrix_view<Storage> grad_teacher = {},
                           double* row_losses = nullptr, double* grad_temperature = nullptr,
                           const row_weights<float>& weights = {}) const {
-    detail::check_half_views(name, student, teacher, grad_student, grad_teacher);
-    auto s = detail::widen_matrix(student);
-    auto t = detail::widen_matrix(teacher);
-    const index rows = student.rows();
-    const index cols = student.cols();
-    // The float gradients replace the widened logits in place (kd_loss allows exactly that).
-    const double loss = loss_.forward_backward(
-        dense(s, student), dense(t, teacher), weights,
-        grad_student.empty() ? matrix_view<float>() : matrix_view<float>(s.data(), rows, cols),
-        grad_teacher.empty() ? matrix_view<float>() : matrix_view<float>(t.data(), rows, cols),
-        row_losses, grad_temperature);
-    if (!grad_student.empty()) detail::narrow_matrix(s, grad_student);
-    if (!grad_teacher.empty()) detail::narrow_matrix(t, grad_teacher);
-    return loss;
+    if (grad_student.empty() && grad_teacher.empty() && grad_temperature == nullptr) {
+      loss_.check_some_gradient({}, {}, nullptr);  // throws the usual message
+    }
+    return run(student, teacher, weights, detail::narrowed_gradient<Storage>{grad_student},
+               detail::narrowed_gradient<Storage>{grad_teacher}, row_losses, grad_temperature);
   }
 
  private:
-  static constexpr const char* name = "lskd::half_precision_kd_loss";
-
-  static matrix_view<const float> dense(const std::vector<float>& wide,
-                                        const matrix_view<const Storage>& like) {
-    return {wide.data(), like.rows(), like.cols()};
+  template <class Gradient>
+  double run(const matrix_view<const Storage>& student, const matrix_view<const Storage>& teacher,
+             const row_weights<float>& weights, const Gradient& grad_student,
+             const Gradient& grad_teacher, double* row_losses, double* grad_temperature) const {
+    loss_.check_arguments(student, teacher, grad_student.view, grad_teacher.view, row_losses);
+    return loss_.run_rows(detail::widened_rows<Storage>{student},
+                          detail::widened_rows<Storage>{teacher}, weights, grad_student,
+                          grad_teacher, row_losses, grad_temperature);
   }
 
   kd_loss<float, Arch> loss_;
 };
 
 /// lskd::dkd_loss on bfloat16 or half logits, widened exactly to float as in
-/// half_precision_kd_loss (same NOTE on memory). Gradients in float or in the input type.
+/// half_precision_kd_loss, so the results are those of dkd_loss<float> on the converted
+/// values. Gradients in float or in the input type.
+///
+/// NOTE: unlike half_precision_kd_loss, this widens the whole batch into float buffers first
+/// (4 bytes per logit and input for the call); dkd_loss would need the row-source plumbing of
+/// kd_loss to widen one row at a time.
 template <class Storage, class Arch = simd::default_arch>
 class half_precision_dkd_loss {
   static_assert(detail::is_half_storage<Storage>::value,

@@ -8,6 +8,7 @@
 #include <lskd/config.hpp>
 #include <lskd/detail/parallel.hpp>
 #include <lskd/detail/row_driver.hpp>
+#include <lskd/detail/row_sources.hpp>
 #include <lskd/detail/weighted_moments.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
@@ -22,6 +23,9 @@
 #include <vector>
 
 LSKD_NAMESPACE_BEGIN
+
+template <class Storage, class Arch>
+class half_precision_kd_loss;
 
 /// KD loss between student and teacher logits, both rows x classes, row-major.
 ///
@@ -142,7 +146,7 @@ class kd_loss {
                           matrix_view<T> grad_student, matrix_view<T> grad_teacher = {},
                           double* row_losses = nullptr,
                           double* grad_temperature = nullptr) const {
-    check_some_gradient(grad_student, grad_teacher, grad_temperature);
+    check_some_gradient(grad_student, grad_teacher, grad_temperature, student.rows());
     return run(student, teacher, {}, grad_student, grad_teacher, row_losses, grad_temperature);
   }
 
@@ -152,7 +156,7 @@ class kd_loss {
                           const row_weights<T>& weights, matrix_view<T> grad_student,
                           matrix_view<T> grad_teacher = {}, double* row_losses = nullptr,
                           double* grad_temperature = nullptr) const {
-    check_some_gradient(grad_student, grad_teacher, grad_temperature);
+    check_some_gradient(grad_student, grad_teacher, grad_temperature, student.rows());
     return run(student, teacher, weights, grad_student, grad_teacher, row_losses,
                grad_temperature);
   }
@@ -160,23 +164,33 @@ class kd_loss {
  private:
   static constexpr const char* name = "lskd::kd_loss";
 
+  // Runs the same validation and kernels on 16-bit rows widened one at a time.
+  template <class Storage, class OtherArch>
+  friend class half_precision_kd_loss;
+
+  /// With rows = 0 an empty gradient view is also a valid view of no rows: no error then.
   static void check_some_gradient(const matrix_view<T>& grad_student,
                                   const matrix_view<T>& grad_teacher,
-                                  const double* grad_temperature) {
-    if (grad_student.empty() && grad_teacher.empty() && grad_temperature == nullptr) {
+                                  const double* grad_temperature, index rows = 1) {
+    if (rows > 0 && grad_student.empty() && grad_teacher.empty() && grad_temperature == nullptr) {
       detail::throw_invalid(name, "'grad_student' and 'grad_teacher' are both empty; call "
                                   "forward() for the loss alone");
     }
   }
 
-  void check_arguments(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
-                       const matrix_view<T>& grad_student, const matrix_view<T>& grad_teacher,
+  /// `In` is the logits' storage type and `Out` the gradients' (T, or 16-bit storage read one
+  /// widened row at a time); a gradient may replace its own logits only when both are the same
+  /// type and there are no class weights.
+  template <class In, class Out>
+  void check_arguments(const matrix_view<const In>& student, const matrix_view<const In>& teacher,
+                       const matrix_view<Out>& grad_student, const matrix_view<Out>& grad_teacher,
                        const double* row_losses) const {
     detail::check_view(name, "student", student);
     detail::check_view(name, "teacher", teacher);
     detail::check_same_shape(name, "teacher", teacher, "student", student);
     detail::check_ddof(name, options_.ddof, student.cols(), options_.standardize);
     const bool weighted = !class_weights_.empty();
+    const bool in_place_allowed = !weighted && std::is_same<In, Out>::value;
     if (weighted && static_cast<index>(class_weights_.size()) != student.cols()) {
       detail::throw_invalid(name, "'class_weights' has " + std::to_string(class_weights_.size()) +
                                       " values but the logits have " +
@@ -185,13 +199,15 @@ class kd_loss {
     if (!grad_student.empty()) {
       detail::check_view(name, "grad_student", grad_student);
       detail::check_same_shape(name, "grad_student", grad_student, "student", student);
-      detail::check_no_overlap(name, "grad_student", grad_student, "student", student, !weighted);
+      detail::check_no_overlap(name, "grad_student", grad_student, "student", student,
+                               in_place_allowed);
       detail::check_no_overlap(name, "grad_student", grad_student, "teacher", teacher, false);
     }
     if (!grad_teacher.empty()) {
       detail::check_view(name, "grad_teacher", grad_teacher);
       detail::check_same_shape(name, "grad_teacher", grad_teacher, "teacher", teacher);
-      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "teacher", teacher, !weighted);
+      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "teacher", teacher,
+                               in_place_allowed);
       detail::check_no_overlap(name, "grad_teacher", grad_teacher, "student", student, false);
       detail::check_no_overlap(name, "grad_teacher", grad_teacher, "grad_student", grad_student,
                                false);
@@ -212,27 +228,37 @@ class kd_loss {
   /// Scans every row of both inputs (in parallel when asked). Rows that hold a non-finite
   /// value are then classified one by one, in row order, so the first bad row is the one
   /// reported whatever the thread count.
-  void scan_inputs(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
-                   const T* weights, bool student_gradient, bool teacher_gradient,
+  template <class Rows>
+  void scan_inputs(const Rows& student, const Rows& teacher, const T* weights,
+                   bool student_gradient, bool teacher_gradient,
                    std::vector<detail::row_scan<T>>& student_scans,
                    std::vector<detail::row_scan<T>>& teacher_scans) const {
-    const index rows = student.rows();
+    const index rows = student.view.rows();
+    const index n = student.view.cols();
+    // Widened rows need a buffer of 2 rows per thread; rows read in place need none.
+    const auto buffer_size = static_cast<std::size_t>(Rows::widens ? 2 * n : 0);
     student_scans.resize(static_cast<std::size_t>(rows));
     teacher_scans.resize(static_cast<std::size_t>(rows));
     detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
+      std::vector<T> buffer(buffer_size);
+      T* const first = Rows::widens ? buffer.data() : nullptr;
+      T* const second = Rows::widens ? buffer.data() + n : nullptr;
       for (index r = begin; r < end; ++r) {
         const auto i = static_cast<std::size_t>(r);
         if (weights != nullptr && weights[r] == T(0)) continue;  // a masked row is not read
-        student_scans[i] = detail::scan_row<T, Arch>(student.row(r), student.cols());
-        teacher_scans[i] = detail::scan_row<T, Arch>(teacher.row(r), teacher.cols());
+        student_scans[i] = detail::scan_row<T, Arch>(student.row(r, first), n);
+        teacher_scans[i] = detail::scan_row<T, Arch>(teacher.row(r, second), n);
       }
     });
+    std::vector<T> buffer(buffer_size);
+    T* const first = Rows::widens ? buffer.data() : nullptr;
+    T* const second = Rows::widens ? buffer.data() + n : nullptr;
     const index needed = options_.standardize ? options_.ddof + 1 : 1;
     for (index r = 0; r < rows; ++r) {
       const auto i = static_cast<std::size_t>(r);
       if (weights != nullptr && weights[r] == T(0)) continue;
       if (!student_scans[i].finite || !teacher_scans[i].finite) {
-        classify_masked_classes(student.row(r), teacher.row(r), student.cols(), r,
+        classify_masked_classes(student.row(r, first), teacher.row(r, second), n, r,
                                 student_scans[i], teacher_scans[i]);
       }
       if (student_scans[i].usable < needed) {
@@ -249,8 +275,8 @@ class kd_loss {
         check_not_constant(student_scans[i], "student logits", r);
         check_not_constant(teacher_scans[i], "teacher logits", r);
       }
-      if (!class_weights_.empty() && student_scans[i].usable < student.cols()) {
-        check_weighted_classes_left(student.row(r), student.cols(), r);
+      if (!class_weights_.empty() && student_scans[i].usable < n) {
+        check_weighted_classes_left(student.row(r, first), n, r);
       }
       const double row_weight = weights == nullptr ? 1.0 : static_cast<double>(weights[r]);
       if (student_gradient) check_gradient_fits(student_scans[i], row_weight, "student logits", r);
@@ -369,7 +395,20 @@ class kd_loss {
              const matrix_view<T>& grad_teacher, double* row_losses,
              double* grad_temperature = nullptr) const {
     check_arguments(student, teacher, grad_student, grad_teacher, row_losses);
-    const index rows = student.rows();
+    return run_rows(detail::direct_rows<T>{student}, detail::direct_rows<T>{teacher}, weights,
+                    detail::direct_gradient<T>{grad_student},
+                    detail::direct_gradient<T>{grad_teacher}, row_losses, grad_temperature);
+  }
+
+  /// The loss over rows from `student` and `teacher` (read in place, or widened per row from
+  /// 16-bit storage), gradients to `grad_student` and `grad_teacher` (written in place, or
+  /// rounded per row to 16-bit storage). The arguments have been checked.
+  template <class Rows, class Gradient>
+  double run_rows(const Rows& student, const Rows& teacher, const row_weights<T>& weights,
+                  const Gradient& grad_student, const Gradient& grad_teacher, double* row_losses,
+                  double* grad_temperature) const {
+    const index rows = student.view.rows();
+    const index n = student.view.cols();
     check_weights(weights, rows);
     if (grad_temperature != nullptr) *grad_temperature = 0.0;
     if (rows == 0) return 0.0;
@@ -401,24 +440,37 @@ class kd_loss {
     std::vector<double> tau_grads(grad_temperature != nullptr ? static_cast<std::size_t>(rows)
                                                               : 0);
     detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
-      // Each range has its own scratch for the row's exponentials: O(classes) per thread.
-      std::vector<T> scratch(wants_gradient ? 2 * static_cast<std::size_t>(student.cols()) : 0);
+      // Each range has its own scratch: the row's exponentials (2 rows), and for 16-bit
+      // storage the widened logits (2 rows) and the float gradients (2 rows). O(classes).
+      const auto row_size = static_cast<std::size_t>(n);
+      const std::size_t exps = wants_gradient ? 2 * row_size : 0;
+      const std::size_t widened = Rows::widens ? 2 * row_size : 0;
+      const std::size_t narrowed = Gradient::narrows ? 2 * row_size : 0;
+      std::vector<T> scratch(exps + widened + narrowed);
+      T* const student_logits = Rows::widens ? scratch.data() + exps : nullptr;
+      T* const teacher_logits = Rows::widens ? student_logits + n : nullptr;
+      T* const student_gradient = Gradient::narrows ? scratch.data() + exps + widened : nullptr;
+      T* const teacher_gradient = Gradient::narrows ? student_gradient + n : nullptr;
       for (index r = begin; r < end; ++r) {
         const auto i = static_cast<std::size_t>(r);
-        T* gs = grad_student.empty() ? nullptr : grad_student.row(r);
-        T* gt = grad_teacher.empty() ? nullptr : grad_teacher.row(r);
+        T* gs = grad_student.empty() ? nullptr : grad_student.row(r, student_gradient);
+        T* gt = grad_teacher.empty() ? nullptr : grad_teacher.row(r, teacher_gradient);
         const double row_weight = weights.weights == nullptr ? 1.0
                                                              : static_cast<double>(weights.weights[r]);
         if (row_weight == 0.0) {
-          if (gs != nullptr) std::fill(gs, gs + student.cols(), T(0));
-          if (gt != nullptr) std::fill(gt, gt + teacher.cols(), T(0));
+          if (gs != nullptr) std::fill(gs, gs + n, T(0));
+          if (gt != nullptr) std::fill(gt, gt + n, T(0));
           losses[i] = 0.0;
-          continue;
+        } else {
+          losses[i] = row_weight * row_loss(student.row(r, student_logits),
+                                            teacher.row(r, teacher_logits), n,
+                                            student_scans[i], teacher_scans[i], weight_of(r), gs,
+                                            gt, scratch.data(),
+                                            grad_temperature != nullptr ? &tau_grads[i]
+                                                                        : nullptr);
         }
-        losses[i] = row_weight * row_loss(student.row(r), teacher.row(r), student.cols(),
-                                          student_scans[i], teacher_scans[i], weight_of(r), gs, gt,
-                                          scratch.data(),
-                                          grad_temperature != nullptr ? &tau_grads[i] : nullptr);
+        if (gs != nullptr) grad_student.finish(r, gs);
+        if (gt != nullptr) grad_teacher.finish(r, gt);
       }
     });
 

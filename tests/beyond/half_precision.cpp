@@ -190,3 +190,57 @@ TEST_CASE("16-bit logits: NaN is reported, nothing is written", "[half][errors]"
                                           reinterpret_cast<float*>(student.data()), 1, cols)),
                   std::invalid_argument);
 }
+
+TEST_CASE("16-bit KD: row weights, masked classes, class weights and threads as kd_loss",
+          "[half][kd]") {
+  using Storage = Eigen::bfloat16;
+  const lskd::index rows = 4, cols = 37;
+  auto student = rounded<Storage>(random_rows<float>(81, rows * cols, 0.0, 2.0));
+  auto teacher = rounded<Storage>(random_rows<float>(82, rows * cols, 0.0, 2.0));
+  const float inf = std::numeric_limits<float>::infinity();
+  // Row 1: class 3 masked in both. Row 2: weight 0 and NaN (not read).
+  student[static_cast<std::size_t>(cols + 3)] = Storage(-inf);
+  teacher[static_cast<std::size_t>(cols + 3)] = Storage(-inf);
+  student[static_cast<std::size_t>(2 * cols + 5)] = Storage(std::numeric_limits<float>::quiet_NaN());
+  const std::vector<float> weights{1.0f, 2.0f, 0.0f, 0.5f};
+  const auto student_float = widened(student);
+  const auto teacher_float = widened(teacher);
+
+  lskd::execution how;
+  how.parallel_for = [](std::ptrdiff_t count,
+                        const std::function<void(std::ptrdiff_t, std::ptrdiff_t)>& body) {
+    for (std::ptrdiff_t r = count; r > 0; --r) body(r - 1, r);  // one row at a time, backwards
+  };
+  lskd::kd_options o;
+  o.ddof = 0;
+  std::vector<double> class_weights(static_cast<std::size_t>(cols), 1.0);
+  class_weights[7] = 0.25;
+  const auto float_loss = lskd::kd_loss<float>::with_class_weights(o, class_weights, how);
+  const lskd::half_precision_kd_loss<Storage> half_loss(float_loss);
+
+  std::vector<float> gs_float(student.size()), gs(student.size(), 9.0f);
+  std::vector<double> rows_float(rows), rows_half(rows);
+  double dtau_float = 0, dtau = 0;
+  const double expected = float_loss.forward_backward(
+      {student_float.data(), rows, cols}, {teacher_float.data(), rows, cols},
+      lskd::row_weights<float>{weights.data()}, {gs_float.data(), rows, cols}, {},
+      rows_float.data(), &dtau_float);
+  const double got = half_loss.forward_backward(
+      {student.data(), rows, cols}, {teacher.data(), rows, cols},
+      lskd::matrix_view<float>(gs.data(), rows, cols), {}, rows_half.data(), &dtau,
+      lskd::row_weights<float>{weights.data()});
+  CHECK(got == expected);
+  CHECK(dtau == dtau_float);
+  CHECK(rows_half == rows_float);
+  CHECK(gs == gs_float);
+  CHECK(gs[static_cast<std::size_t>(cols + 3)] == 0.0f);
+  CHECK(gs[static_cast<std::size_t>(2 * cols + 5)] == 0.0f);
+
+  // Without the row weights, the NaN row is an error and nothing is written.
+  std::vector<Storage> gs16(student.size(), Storage(7.0f));
+  CHECK_THROWS_WITH(half_loss.forward_backward({student.data(), rows, cols},
+                                               {teacher.data(), rows, cols},
+                                               lskd::matrix_view<Storage>(gs16.data(), rows, cols)),
+                    Catch::Contains("row 2"));
+  CHECK(static_cast<float>(gs16[0]) == 7.0f);
+}
