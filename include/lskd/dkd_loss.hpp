@@ -10,6 +10,7 @@
 #include <lskd/detail/dkd_kernels.hpp>
 #include <lskd/detail/parallel.hpp>
 #include <lskd/detail/row_driver.hpp>
+#include <lskd/detail/row_sources.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
 #include <lskd/views.hpp>
@@ -24,6 +25,9 @@
 #include <vector>
 
 LSKD_NAMESPACE_BEGIN
+
+template <class Storage, class Arch>
+class half_precision_dkd_loss;
 
 /// DKD loss between student and teacher logits, both rows x classes, row-major, given each
 /// row's true class.
@@ -126,6 +130,10 @@ class dkd_loss {
  private:
   static constexpr const char* name = "lskd::dkd_loss";
 
+  // Runs the same validation and kernels on 16-bit rows widened one at a time.
+  template <class Storage, class OtherArch>
+  friend class half_precision_dkd_loss;
+
   /// What one row gives back: its loss (unweighted) and d(weighted row loss)/d(tau).
   struct row_result {
     double loss;
@@ -140,10 +148,14 @@ class dkd_loss {
     }
   }
 
-  void check_arguments(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
-                       const std::int64_t* targets, const matrix_view<T>& grad_student,
-                       const matrix_view<T>& grad_teacher, const double* grad_temperature,
+  /// `In` is the logits' storage type and `Out` the gradients'; a gradient may replace its own
+  /// logits only when both are the same type.
+  template <class In, class Out>
+  void check_arguments(const matrix_view<const In>& student, const matrix_view<const In>& teacher,
+                       const std::int64_t* targets, const matrix_view<Out>& grad_student,
+                       const matrix_view<Out>& grad_teacher, const double* grad_temperature,
                        const double* row_losses) const {
+    constexpr bool in_place_allowed = std::is_same<In, Out>::value;
     detail::check_view(name, "student", student);
     detail::check_view(name, "teacher", teacher);
     detail::check_same_shape(name, "teacher", teacher, "student", student);
@@ -158,13 +170,15 @@ class dkd_loss {
     if (!grad_student.empty()) {
       detail::check_view(name, "grad_student", grad_student);
       detail::check_same_shape(name, "grad_student", grad_student, "student", student);
-      detail::check_no_overlap(name, "grad_student", grad_student, "student", student, true);
+      detail::check_no_overlap(name, "grad_student", grad_student, "student", student,
+                               in_place_allowed);
       detail::check_no_overlap(name, "grad_student", grad_student, "teacher", teacher, false);
     }
     if (!grad_teacher.empty()) {
       detail::check_view(name, "grad_teacher", grad_teacher);
       detail::check_same_shape(name, "grad_teacher", grad_teacher, "teacher", teacher);
-      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "teacher", teacher, true);
+      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "teacher", teacher,
+                               in_place_allowed);
       detail::check_no_overlap(name, "grad_teacher", grad_teacher, "student", student, false);
       detail::check_no_overlap(name, "grad_teacher", grad_teacher, "grad_student", grad_student,
                                false);
@@ -210,12 +224,14 @@ class dkd_loss {
   /// Scans both inputs and checks every row of nonzero weight: finite logits, a target in
   /// range, and (standardizing with eps 0) not constant. In row order, so the first bad row is
   /// the one reported whatever the thread count.
-  void scan_inputs(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
-                   const std::int64_t* targets, const T* weights,
-                   std::vector<detail::row_scan<T>>& student_scans,
+  template <class Rows>
+  void scan_inputs(const Rows& student, const Rows& teacher, const std::int64_t* targets,
+                   const T* weights, std::vector<detail::row_scan<T>>& student_scans,
                    std::vector<detail::row_scan<T>>& teacher_scans) const {
-    const index rows = student.rows();
-    const index n = student.cols();
+    const index rows = student.view.rows();
+    const index n = student.view.cols();
+    // Widened rows need a buffer of 2 rows per thread; rows read in place need none.
+    const auto buffer_size = static_cast<std::size_t>(Rows::widens ? 2 * n : 0);
     student_scans.resize(static_cast<std::size_t>(rows));
     teacher_scans.resize(static_cast<std::size_t>(rows));
     for (index r = 0; r < rows; ++r) {
@@ -228,13 +244,19 @@ class dkd_loss {
       }
     }
     detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
+      std::vector<T> buffer(buffer_size);
+      T* const first = Rows::widens ? buffer.data() : nullptr;
+      T* const second = Rows::widens ? buffer.data() + n : nullptr;
       for (index r = begin; r < end; ++r) {
         const auto i = static_cast<std::size_t>(r);
         if (weights != nullptr && weights[r] == T(0)) continue;
-        student_scans[i] = detail::scan_row<T, Arch>(student.row(r), n);
-        teacher_scans[i] = detail::scan_row<T, Arch>(teacher.row(r), n);
+        student_scans[i] = detail::scan_row<T, Arch>(student.row(r, first), n);
+        teacher_scans[i] = detail::scan_row<T, Arch>(teacher.row(r, second), n);
       }
     });
+    std::vector<T> buffer(buffer_size);
+    T* const first = Rows::widens ? buffer.data() : nullptr;
+    T* const second = Rows::widens ? buffer.data() + n : nullptr;
     for (index r = 0; r < rows; ++r) {
       const auto i = static_cast<std::size_t>(r);
       if (weights != nullptr && weights[r] == T(0)) continue;
@@ -242,10 +264,10 @@ class dkd_loss {
       // moments (as kd_loss) and a target that is not masked; the sweeps already give masked
       // classes zero weight.
       if (!student_scans[i].finite) {
-        detail::throw_non_finite(name, "student logits", r, student.row(r), n);
+        detail::throw_non_finite(name, "student logits", r, student.row(r, first), n);
       }
       if (!teacher_scans[i].finite) {
-        detail::throw_non_finite(name, "teacher logits", r, teacher.row(r), n);
+        detail::throw_non_finite(name, "teacher logits", r, teacher.row(r, second), n);
       }
       if (options_.standardize && options_.eps == 0.0) {
         check_not_constant(student_scans[i], "student logits", r);
@@ -268,8 +290,20 @@ class dkd_loss {
              double* grad_temperature, double* row_losses) const {
     check_arguments(student, teacher, targets, grad_student, grad_teacher, grad_temperature,
                     row_losses);
-    const index rows = student.rows();
-    const index n = student.cols();
+    return run_rows(detail::direct_rows<T>{student}, detail::direct_rows<T>{teacher}, targets,
+                    weights, detail::direct_gradient<T>{grad_student},
+                    detail::direct_gradient<T>{grad_teacher}, grad_temperature, row_losses);
+  }
+
+  /// The loss over rows read in place or widened per row from 16-bit storage, gradients
+  /// written in place or rounded per row to 16-bit storage. The arguments have been checked.
+  template <class Rows, class Gradient>
+  double run_rows(const Rows& student, const Rows& teacher, const std::int64_t* targets,
+                  const row_weights<T>& weights, const Gradient& grad_student,
+                  const Gradient& grad_teacher, double* grad_temperature,
+                  double* row_losses) const {
+    const index rows = student.view.rows();
+    const index n = student.view.cols();
     check_weights(weights, rows);
     if (rows == 0) {
       if (grad_temperature != nullptr) *grad_temperature = 0.0;
@@ -297,12 +331,21 @@ class dkd_loss {
     std::vector<double> losses(static_cast<std::size_t>(rows));
     std::vector<double> tau_grads(static_cast<std::size_t>(rows));
     detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
-      // Each range has its own scratch for the row's exponentials: O(classes) per thread.
-      std::vector<T> scratch(wants_gradient ? 2 * static_cast<std::size_t>(n) : 0);
+      // Each range has its own scratch: the row's exponentials (2 rows), and for 16-bit
+      // storage the widened logits (2 rows) and the float gradients (2 rows). O(classes).
+      const auto row_size = static_cast<std::size_t>(n);
+      const std::size_t exps = wants_gradient ? 2 * row_size : 0;
+      const std::size_t widened = Rows::widens ? 2 * row_size : 0;
+      const std::size_t narrowed = Gradient::narrows ? 2 * row_size : 0;
+      std::vector<T> scratch(exps + widened + narrowed);
+      T* const student_logits = Rows::widens ? scratch.data() + exps : nullptr;
+      T* const teacher_logits = Rows::widens ? student_logits + n : nullptr;
+      T* const student_gradient = Gradient::narrows ? scratch.data() + exps + widened : nullptr;
+      T* const teacher_gradient = Gradient::narrows ? student_gradient + n : nullptr;
       for (index r = begin; r < end; ++r) {
         const auto i = static_cast<std::size_t>(r);
-        T* gs = grad_student.empty() ? nullptr : grad_student.row(r);
-        T* gt = grad_teacher.empty() ? nullptr : grad_teacher.row(r);
+        T* gs = grad_student.empty() ? nullptr : grad_student.row(r, student_gradient);
+        T* gt = grad_teacher.empty() ? nullptr : grad_teacher.row(r, teacher_gradient);
         const double row_weight =
             weights.weights == nullptr ? 1.0 : static_cast<double>(weights.weights[r]);
         if (row_weight == 0.0) {
@@ -310,15 +353,17 @@ class dkd_loss {
           if (gt != nullptr) std::fill(gt, gt + n, T(0));
           losses[i] = 0.0;
           tau_grads[i] = 0.0;
-          continue;
+        } else {
+          const double weight = divisor > 0.0 ? row_weight / divisor : 0.0;
+          const row_result result =
+              row_loss(student.row(r, student_logits), teacher.row(r, teacher_logits), n,
+                       static_cast<index>(targets[r]), student_scans[i], teacher_scans[i],
+                       weight, wants_gradient, gs, gt, scratch.data());
+          losses[i] = row_weight * result.loss;
+          tau_grads[i] = result.grad_temperature;
         }
-        const double weight = divisor > 0.0 ? row_weight / divisor : 0.0;
-        const row_result result =
-            row_loss(student.row(r), teacher.row(r), n, static_cast<index>(targets[r]),
-                     student_scans[i], teacher_scans[i], weight, wants_gradient, gs, gt,
-                     scratch.data());
-        losses[i] = row_weight * result.loss;
-        tau_grads[i] = result.grad_temperature;
+        if (gs != nullptr) grad_student.finish(r, gs);
+        if (gt != nullptr) grad_teacher.finish(r, gt);
       }
     });
 

@@ -2,9 +2,9 @@
 #pragma once
 
 /// @file
-/// KD and DKD losses on 16-bit logits (Eigen::bfloat16, Eigen::half): the logits are widened
-/// to float exactly, the float kernels run on them, and the gradients are written as float or
-/// rounded to the input type, as the caller chooses.
+/// KD and DKD losses on 16-bit logits (Eigen::bfloat16, Eigen::half): each row is widened to
+/// float exactly when it is read, the float kernels run on it, and the gradients are written
+/// as float or rounded to the input type, as the caller chooses.
 
 #include <lskd/config.hpp>
 #include <lskd/detail/row_sources.hpp>
@@ -29,50 +29,6 @@ template <class Storage>
 struct is_half_storage
     : std::integral_constant<bool, std::is_same<Storage, Eigen::bfloat16>::value ||
                                        std::is_same<Storage, Eigen::half>::value> {};
-
-/// A dense float copy (leading dimension = cols) of a 16-bit matrix.
-template <class Storage>
-inline std::vector<float> widen_matrix(const matrix_view<const Storage>& logits) {
-  std::vector<float> wide(static_cast<std::size_t>(logits.rows() * logits.cols()));
-  for (index r = 0; r < logits.rows(); ++r) {
-    widen_row(logits.row(r), wide.data() + r * logits.cols(), logits.cols());
-  }
-  return wide;
-}
-
-/// Writes a dense float gradient into a 16-bit view, row by row.
-template <class Storage>
-inline void narrow_matrix(const std::vector<float>& gradient, const matrix_view<Storage>& out) {
-  for (index r = 0; r < out.rows(); ++r) {
-    narrow_row(gradient.data() + r * out.cols(), out.row(r), out.cols());
-  }
-}
-
-/// The checks the wrappers make before converting: views, shapes and overlaps between the
-/// 16-bit inputs and the outputs (a 16-bit gradient may be exactly its own logits).
-template <class Storage, class Gradient>
-inline void check_half_views(const char* function, const matrix_view<const Storage>& student,
-                             const matrix_view<const Storage>& teacher,
-                             const matrix_view<Gradient>& grad_student,
-                             const matrix_view<Gradient>& grad_teacher) {
-  constexpr bool same_type = std::is_same<Storage, Gradient>::value;
-  check_view(function, "student", student);
-  check_view(function, "teacher", teacher);
-  check_same_shape(function, "teacher", teacher, "student", student);
-  if (!grad_student.empty()) {
-    check_view(function, "grad_student", grad_student);
-    check_same_shape(function, "grad_student", grad_student, "student", student);
-    check_no_overlap(function, "grad_student", grad_student, "student", student, same_type);
-    check_no_overlap(function, "grad_student", grad_student, "teacher", teacher, false);
-  }
-  if (!grad_teacher.empty()) {
-    check_view(function, "grad_teacher", grad_teacher);
-    check_same_shape(function, "grad_teacher", grad_teacher, "teacher", teacher);
-    check_no_overlap(function, "grad_teacher", grad_teacher, "teacher", teacher, same_type);
-    check_no_overlap(function, "grad_teacher", grad_teacher, "student", student, false);
-    check_no_overlap(function, "grad_teacher", grad_teacher, "grad_student", grad_student, false);
-  }
-}
 
 }  // namespace detail
 
@@ -154,13 +110,9 @@ class half_precision_kd_loss {
   kd_loss<float, Arch> loss_;
 };
 
-/// lskd::dkd_loss on bfloat16 or half logits, widened exactly to float as in
+/// lskd::dkd_loss on bfloat16 or half logits, widened exactly to float one row at a time as in
 /// half_precision_kd_loss, so the results are those of dkd_loss<float> on the converted
-/// values. Gradients in float or in the input type.
-///
-/// NOTE: unlike half_precision_kd_loss, this widens the whole batch into float buffers first
-/// (4 bytes per logit and input for the call); dkd_loss would need the row-source plumbing of
-/// kd_loss to widen one row at a time.
+/// values. Gradients in float or in the input type (rounded to nearest even; in place allowed).
 template <class Storage, class Arch = simd::default_arch>
 class half_precision_dkd_loss {
   static_assert(detail::is_half_storage<Storage>::value,
@@ -174,48 +126,47 @@ class half_precision_dkd_loss {
 
   /// The reduced loss; see dkd_loss::forward.
   double forward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
-                 const std::int64_t* targets, double* row_losses = nullptr) const {
-    detail::check_half_views<Storage, float>(name, student, teacher, {}, {});
-    const auto s = detail::widen_matrix(student);
-    const auto t = detail::widen_matrix(teacher);
-    return loss_.forward({s.data(), student.rows(), student.cols()},
-                         {t.data(), teacher.rows(), teacher.cols()}, targets, row_losses);
+                 const std::int64_t* targets, double* row_losses = nullptr,
+                 const row_weights<float>& weights = {}) const {
+    return run(student, teacher, targets, weights, detail::direct_gradient<float>{{}},
+               detail::direct_gradient<float>{{}}, nullptr, row_losses);
   }
 
-  /// Loss and gradients (float, or the input type rounded to nearest even); see
-  /// dkd_loss::forward_backward.
+  /// Loss and gradients (float, or the input type); see dkd_loss::forward_backward.
   template <class Gradient>
   double forward_backward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
                           const std::int64_t* targets, matrix_view<Gradient> grad_student,
                           matrix_view<Gradient> grad_teacher = {},
-                          double* grad_temperature = nullptr,
-                          double* row_losses = nullptr) const {
+                          double* grad_temperature = nullptr, double* row_losses = nullptr,
+                          const row_weights<float>& weights = {}) const {
     static_assert(std::is_same<Gradient, float>::value || std::is_same<Gradient, Storage>::value,
                   "gradients are float or the logits' own type");
-    detail::check_half_views(name, student, teacher, grad_student, grad_teacher);
-    auto s = detail::widen_matrix(student);
-    auto t = detail::widen_matrix(teacher);
-    const index rows = student.rows();
-    const index cols = student.cols();
-    const matrix_view<const float> wide_student(s.data(), rows, cols);
-    const matrix_view<const float> wide_teacher(t.data(), rows, cols);
+    if (grad_student.empty() && grad_teacher.empty() && grad_temperature == nullptr) {
+      dkd_loss<float, Arch>::check_some_gradient({}, {}, nullptr);  // throws the usual message
+    }
     if constexpr (std::is_same<Gradient, float>::value) {
-      return loss_.forward_backward(wide_student, wide_teacher, targets, grad_student,
-                                    grad_teacher, grad_temperature, row_losses);
+      return run(student, teacher, targets, weights, detail::direct_gradient<float>{grad_student},
+                 detail::direct_gradient<float>{grad_teacher}, grad_temperature, row_losses);
     } else {
-      const double loss = loss_.forward_backward(
-          wide_student, wide_teacher, targets,
-          grad_student.empty() ? matrix_view<float>() : matrix_view<float>(s.data(), rows, cols),
-          grad_teacher.empty() ? matrix_view<float>() : matrix_view<float>(t.data(), rows, cols),
-          grad_temperature, row_losses);
-      if (!grad_student.empty()) detail::narrow_matrix(s, grad_student);
-      if (!grad_teacher.empty()) detail::narrow_matrix(t, grad_teacher);
-      return loss;
+      return run(student, teacher, targets, weights,
+                 detail::narrowed_gradient<Storage>{grad_student},
+                 detail::narrowed_gradient<Storage>{grad_teacher}, grad_temperature, row_losses);
     }
   }
 
  private:
-  static constexpr const char* name = "lskd::half_precision_dkd_loss";
+  template <class GradientRows>
+  double run(const matrix_view<const Storage>& student, const matrix_view<const Storage>& teacher,
+             const std::int64_t* targets, const row_weights<float>& weights,
+             const GradientRows& grad_student, const GradientRows& grad_teacher,
+             double* grad_temperature, double* row_losses) const {
+    loss_.check_arguments(student, teacher, targets, grad_student.view, grad_teacher.view,
+                          grad_temperature, row_losses);
+    return loss_.run_rows(detail::widened_rows<Storage>{student},
+                          detail::widened_rows<Storage>{teacher}, targets, weights, grad_student,
+                          grad_teacher, grad_temperature, row_losses);
+  }
+
   dkd_loss<float, Arch> loss_;
 };
 

@@ -171,6 +171,13 @@ TEMPLATE_TEST_CASE("16-bit DKD equals float DKD on the converted values", "[half
   CHECK(mismatches == 0);
   CHECK(half_dkd.forward({student.data(), rows, cols}, {teacher.data(), rows, cols},
                          targets.data()) == Approx(expected).epsilon(1e-6));
+
+  // In place, one row at a time: the 16-bit gradient replaces the logits.
+  auto s_in_place = student;
+  half_dkd.forward_backward({s_in_place.data(), rows, cols}, {teacher.data(), rows, cols},
+                            targets.data(),
+                            lskd::matrix_view<Storage>(s_in_place.data(), rows, cols));
+  CHECK(s_in_place == gs16);
 }
 
 TEST_CASE("16-bit logits: NaN is reported, nothing is written", "[half][errors]") {
