@@ -19,6 +19,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -54,9 +55,10 @@ class half_precision_dkd_loss;
 ///
 /// Errors (thrown before any output is written): std::invalid_argument for a bad shape, fewer
 /// than 2 classes, a null or out-of-range target (naming the row), a bad option or overlapping
-/// outputs; std::domain_error for a NaN or infinite logit (naming the row and whose it is) and
-/// for a constant row when standardizing with eps 0. Masked classes (-inf) are not supported by
-/// DKD: every logit of a row of nonzero weight must be finite.
+/// outputs; std::domain_error for a NaN or infinite logit (naming the row, the class and whose
+/// it is), a masked target, fewer than 2 usable classes, and a constant row when standardizing
+/// with eps 0. A class that is -inf in both teacher and student is masked, as in kd_loss: it
+/// takes no part in the statistics, the softmax or either term, and its gradients are 0.
 ///
 /// Thread safety: const member functions may be called from many threads at once.
 ///
@@ -260,14 +262,28 @@ class dkd_loss {
     for (index r = 0; r < rows; ++r) {
       const auto i = static_cast<std::size_t>(r);
       if (weights != nullptr && weights[r] == T(0)) continue;
-      // NOTE: masked classes (-inf in both) are refused here. Supporting them needs the masked
-      // moments (as kd_loss) and a target that is not masked; the sweeps already give masked
-      // classes zero weight.
-      if (!student_scans[i].finite) {
-        detail::throw_non_finite(name, "student logits", r, student.row(r, first), n);
+      if (!student_scans[i].finite || !teacher_scans[i].finite) {
+        const T* student_row = student.row(r, first);
+        const T* teacher_row = teacher.row(r, second);
+        detail::classify_masked_row(name, student_row, teacher_row, n, r, student_scans[i],
+                                    teacher_scans[i]);
+        const auto target = static_cast<index>(targets[r]);
+        if (student_row[target] == -std::numeric_limits<T>::infinity()) {
+          detail::throw_domain(name, "row " + std::to_string(r) + ": its target class " +
+                                         std::to_string(target) +
+                                         " is masked (-inf in both teacher and student)");
+        }
       }
-      if (!teacher_scans[i].finite) {
-        detail::throw_non_finite(name, "teacher logits", r, teacher.row(r, second), n);
+      const index needed = std::max<index>(2, options_.standardize ? options_.ddof + 1 : 1);
+      if (student_scans[i].usable < needed) {
+        detail::throw_domain(name, "row " + std::to_string(r) + " has " +
+                                       std::to_string(student_scans[i].usable) +
+                                       " usable classes (not -inf in both teacher and student); "
+                                       "DKD needs the target and at least one other" +
+                                       (needed > 2 ? std::string(", and its std with ddof = ") +
+                                                         std::to_string(options_.ddof) +
+                                                         " needs " + std::to_string(needed)
+                                                   : std::string()));
       }
       if (options_.standardize && options_.eps == 0.0) {
         check_not_constant(student_scans[i], "student logits", r);
@@ -494,7 +510,7 @@ class dkd_loss {
     const double factor_slope = o.scale_by_t2 ? 2.0 * tau : 0.0;
     const double grad_tau = weight * (factor_slope * loss - factor * (s_student + s_teacher) / tau);
 
-    const double degrees = static_cast<double>(n - o.ddof);
+    const double degrees = static_cast<double>(student_scan.usable - o.ddof);
     const auto std_term = [&](const detail::row_standardization<T>& side, double s_side) {
       return o.standardize && side.std > 0.0 ? weight * factor * s_side / (degrees * side.std)
                                              : 0.0;
@@ -529,12 +545,16 @@ class dkd_loss {
                grad_teacher == nullptr ? nullptr : grad_teacher + after);
       }
     };
+    const bool masked = student_scan.usable < n;
     if (grad_student != nullptr && grad_teacher != nullptr) {
-      sweep(detail::dkd_grad_sweep<T, Arch, true, true>);
+      sweep(masked ? detail::dkd_grad_sweep<T, Arch, true, true, true>
+                   : detail::dkd_grad_sweep<T, Arch, true, true, false>);
     } else if (grad_student != nullptr) {
-      sweep(detail::dkd_grad_sweep<T, Arch, true, false>);
+      sweep(masked ? detail::dkd_grad_sweep<T, Arch, true, false, true>
+                   : detail::dkd_grad_sweep<T, Arch, true, false, false>);
     } else if (grad_teacher != nullptr) {
-      sweep(detail::dkd_grad_sweep<T, Arch, false, true>);
+      sweep(masked ? detail::dkd_grad_sweep<T, Arch, false, true, true>
+                   : detail::dkd_grad_sweep<T, Arch, false, true, false>);
     }
     if (grad_student != nullptr) grad_student[target] = student_target_grad;
     if (grad_teacher != nullptr) grad_teacher[target] = teacher_target_grad;

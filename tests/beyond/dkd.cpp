@@ -329,3 +329,66 @@ TEST_CASE("dkd_loss refuses what it cannot compute, naming the argument", "[dkd]
                              {}, &dtau) == 0.0);
   CHECK(dtau == 0.0);
 }
+
+TEMPLATE_TEST_CASE("dkd_loss: a class masked in both equals the row without it",
+                   "[dkd][masked]", float_simd, double_simd, double_scalar) {
+  using T = typename TestType::value_type;
+  using Arch = typename TestType::arch;
+  const bool is_float = std::is_same<T, float>::value;
+  const bool standardize = GENERATE(false, true);
+  const lskd::index cols = 23, masked = 9;
+  const T inf = std::numeric_limits<T>::infinity();
+  auto student = random_rows<T>(111, cols, 0.0, 2.0);
+  auto teacher = random_rows<T>(112, cols, 0.0, 2.0);
+  student[masked] = -inf;
+  teacher[masked] = -inf;
+  lskd::dkd_options o;
+  o.standardize = standardize;
+  o.temperature = 2.0;
+  for (std::int64_t target : {std::int64_t{0}, std::int64_t{12}, std::int64_t{22}}) {
+    std::vector<T> gs(cols), gt(cols);
+    double dtau = 0;
+    const double loss = lskd::dkd_loss<T, Arch>(o).forward_backward(
+        {student.data(), 1, cols}, {teacher.data(), 1, cols}, &target, {gs.data(), 1, cols},
+        {gt.data(), 1, cols}, &dtau);
+    auto s22 = student, t22 = teacher;
+    s22.erase(s22.begin() + masked);
+    t22.erase(t22.begin() + masked);
+    const std::int64_t target22 = target > masked ? target - 1 : target;
+    std::vector<T> gs22(cols - 1), gt22(cols - 1);
+    double dtau22 = 0;
+    const double loss22 = lskd::dkd_loss<T, Arch>(o).forward_backward(
+        {s22.data(), 1, cols - 1}, {t22.data(), 1, cols - 1}, &target22,
+        {gs22.data(), 1, cols - 1}, {gt22.data(), 1, cols - 1}, &dtau22);
+    INFO("target " << target << ", standardize " << standardize);
+    const double tolerance = is_float ? 1e-5 : 1e-12;
+    CHECK(loss == Approx(loss22).epsilon(tolerance));
+    CHECK(dtau == Approx(dtau22).epsilon(tolerance).margin(tolerance));
+    CHECK(gs[masked] == T(0));
+    CHECK(gt[masked] == T(0));
+    for (lskd::index j = 0; j < cols - 1; ++j) {
+      const auto k = static_cast<std::size_t>(j < masked ? j : j + 1);
+      CHECK(gs[k] == Approx(gs22[static_cast<std::size_t>(j)]).margin(tolerance));
+      CHECK(gt[k] == Approx(gt22[static_cast<std::size_t>(j)]).margin(tolerance));
+    }
+  }
+
+  // A masked target, or a row with no usable class but the target, is refused.
+  const lskd::dkd_loss<T, Arch> dkd(o);
+  const std::int64_t masked_target = masked;
+  CHECK_THROWS_WITH(dkd.forward({student.data(), 1, cols},
+                                                       {teacher.data(), 1, cols}, &masked_target),
+                    Catch::Contains("target class 9 is masked"));
+  std::vector<T> lonely_s(4, -inf), lonely_t(4, -inf);
+  lonely_s[1] = T(1);
+  lonely_t[1] = T(2);
+  const std::int64_t one = 1;
+  CHECK_THROWS_WITH(dkd.forward({lonely_s.data(), 1, 4},
+                                                       {lonely_t.data(), 1, 4}, &one),
+                    Catch::Contains("1 usable classes"));
+  // -inf in the student only is not a mask.
+  teacher[masked] = T(0);
+  CHECK_THROWS_WITH(dkd.forward({student.data(), 1, cols},
+                                                       {teacher.data(), 1, cols}, &one),
+                    Catch::Contains("student logits row 0") && Catch::Contains("class 9"));
+}
