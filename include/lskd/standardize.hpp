@@ -85,9 +85,13 @@ class standardize {
                                                                     logits.cols(), scale);
         moments = {weighted.mean, weighted.std};
       }
-      const double center = moments.mean * static_cast<double>(scale);
-      const T high = static_cast<T>(center);
-      const T low = static_cast<T>(center - static_cast<double>(high));
+      // The scaled mean in two parts (see row_moments::split): rounding it to T must not
+      // shift every output of a row whose spread is tiny next to its offset.
+      const double center_high = (moments.split ? moments.high : moments.mean) *
+                                 static_cast<double>(scale);
+      const double center_low = moments.split ? moments.low * static_cast<double>(scale) : 0.0;
+      const T high = static_cast<T>(center_high);
+      const T low = static_cast<T>((center_high - static_cast<double>(high)) + center_low);
       const double gain = 1.0 / (static_cast<double>(scale) * (moments.std + options_.eps) *
                                  options_.temperature);
       detail::affine_row<T, Arch>(logits.row(r), out.row(r), logits.cols(),

@@ -66,13 +66,19 @@ inline row_standardization<T> standardization_of(const T* x, index n, const row_
     return {{T(1), scan.max, gain_in<T>(1.0 / temperature)}, 0.0, 1.0, 0.0};
   }
   const T scale = scale_for(scan);
-  const row_moments moments = scan.usable < n
-                                  ? moments_row<T, Arch, true>(x, n, ddof, scale, scan.usable)
-                                  : moments_row<T, Arch, false>(x, n, ddof, scale, n);
+  row_moments moments{};
+  if (!moments_from_scan(scan, n, ddof, moments)) {
+    moments = scan.usable < n ? moments_row<T, Arch, true>(x, n, ddof, scale, scan.usable)
+                              : moments_row<T, Arch, false>(x, n, ddof, scale, n);
+  }
   const double divisor = moments.std + eps;
   const double gain = 1.0 / (static_cast<double>(scale) * divisor * temperature);
   const affine<T> map{scale, scan.max * scale, gain_in<T>(gain)};
-  return {map, moments.std, divisor, (static_cast<double>(scan.max) - moments.mean) / divisor};
+  // max - mean from the split mean: max - high is exact for rows near their offset.
+  const double max_minus_mean = moments.split
+                                    ? (static_cast<double>(scan.max) - moments.high) - moments.low
+                                    : static_cast<double>(scan.max) - moments.mean;
+  return {map, moments.std, divisor, max_minus_mean / divisor};
 }
 
 }  // namespace detail

@@ -20,38 +20,78 @@
 LSKD_NAMESPACE_BEGIN
 namespace detail {
 
-/// Smallest and largest element of a row, and whether every element is finite. For a row
-/// with masked classes (-inf in both teacher and student), min and max are over the other
-/// classes and `usable` counts them.
+/// Smallest and largest element of a row, whether every element is finite, and shifted
+/// moment sums. For a row with masked classes (-inf in both teacher and student), min and max
+/// are over the other classes, `usable` counts them, and the moment sums are not set.
 template <class T>
 struct row_scan {
   T min;
   T max;
   bool finite;
-  index usable = 0;  ///< classes that are not masked; set by the caller's validation
+  index usable = 0;       ///< classes that are not masked; set by the caller's validation
+  bool moments = false;   ///< shift, sum and squares below are set
+  double shift = 0.0;     ///< K: the mean of the row's first pack
+  double sum = 0.0;       ///< sum (x - K)
+  double squares = 0.0;   ///< sum (x - K)^2
 };
 
-/// One read of a row: min, max and a finiteness flag. x - x is 0 for a finite x and NaN for
-/// an infinity or a NaN, so a running sum of it flags any non-finite element.
+/// One read of a row: min, max, a finiteness flag, and the sums of x - K and (x - K)^2 for a
+/// shift K close to the row's mean, so that most rows need no second pass for their std (see
+/// moments_from_scan). x - x is 0 for a finite x and NaN for an infinity or a NaN, so a
+/// running sum of it flags any non-finite element. Sums are blocked as in sum_sweep.
 template <class T, class Arch>
 inline row_scan<T> scan_row(const T* x, index n) {
   using P = pack_t<T, Arch>;
   constexpr index width = pack_width<P>::value;
   T low = x[0];
   T high = x[0];
-  T flag = x[0] - x[0];
+  T flag = T(0);
+  T shift = x[0];
+  double sum = 0.0;
+  double squares = 0.0;
   index i = 0;
 
   if constexpr (width > 1) {
     if (n >= width) {
-      P low_pack = load_pack<P>(x);
-      P high_pack = low_pack;
-      P flag_pack = low_pack - low_pack;
-      for (i = width; i + width <= n; i += width) {
+      // The shift: the mean of the first pack, usually within a fraction of a std of the mean.
+      shift = lanes_sum(load_pack<P>(x)) / static_cast<T>(width);
+      P low_pack = P(x[0]);
+      P high_pack = P(x[0]);
+      P flag_pack = P(T(0));
+
+      // Main loop: two packs a step into two accumulator sets (add latency), in blocks whose
+      // sums move to double as in sum_sweep.
+      constexpr index block = packs_per_block * 2 * width;
+      while (i + 2 * width <= n) {
+        P sum_first(T(0)), sum_second(T(0)), squares_first(T(0)), squares_second(T(0));
+        const index block_end = std::min(n, i + block);
+        for (; i + 2 * width <= block_end; i += 2 * width) {
+          const P first = load_pack<P>(x + i);
+          const P second = load_pack<P>(x + i + width);
+          low_pack = min_of(low_pack, min_of(first, second));
+          high_pack = max_of(high_pack, max_of(first, second));
+          flag_pack += (first - first) + (second - second);
+          const P d_first = first - P(shift);
+          const P d_second = second - P(shift);
+          sum_first += d_first;
+          sum_second += d_second;
+          squares_first = mul_add(d_first, d_first, squares_first);
+          squares_second = mul_add(d_second, d_second, squares_second);
+        }
+        sum += static_cast<double>(lanes_sum(P(sum_first + sum_second)));
+        squares += static_cast<double>(lanes_sum(P(squares_first + squares_second)));
+      }
+
+      // One whole pack may remain.
+      if (i + width <= n) {
         const P values = load_pack<P>(x + i);
         low_pack = min_of(low_pack, values);
         high_pack = max_of(high_pack, values);
         flag_pack += values - values;
+        const P d = values - P(shift);
+        sum += static_cast<double>(lanes_sum(d));
+        squares += static_cast<double>(lanes_sum(P(d * d)));
+        i += width;
       }
       low = lanes_min(low_pack);
       high = lanes_max(high_pack);
@@ -59,13 +99,54 @@ inline row_scan<T> scan_row(const T* x, index n) {
     }
   }
 
-  // Tail.
+  // Tail, with the deviations in double.
   for (; i < n; ++i) {
     low = min_of(low, x[i]);
     high = max_of(high, x[i]);
     flag += x[i] - x[i];
+    const double d = static_cast<double>(x[i]) - static_cast<double>(shift);
+    sum += d;
+    squares += d * d;
   }
-  return {low, high, flag == T(0), n};
+  row_scan<T> scan{low, high, flag == T(0), n};
+  scan.moments = true;
+  scan.shift = static_cast<double>(shift);
+  scan.sum = sum;
+  scan.squares = squares;
+  return scan;
+}
+
+/// Mean and standard deviation of a row, in double. When `split`, the mean is also known as
+/// high + low to better than double precision (high holds the leading digits, low the rest),
+/// so that max - mean keeps its digits for rows whose spread is tiny next to their offset.
+struct row_moments {
+  double mean;
+  double std;
+  bool split = false;
+  double high = 0.0;
+  double low = 0.0;
+};
+
+/// The moments of a row from its scan, when they are as accurate as the two-pass ones: the
+/// row has no masked class, its range keeps (x - K)^2 far from overflow and underflow, and
+/// sum (x - K)^2 <= 1.5 * sum (x - mean)^2 (K within 0.7 std of the mean), so that
+/// var = (S2 - S1^2 / n) / (n - ddof) loses at most a factor 3 of the sums' accuracy to
+/// cancellation. Returns false otherwise, and the caller runs the two-pass moments_row.
+template <class T>
+inline bool moments_from_scan(const row_scan<T>& scan, index n, int ddof, row_moments& out) {
+  if (!scan.moments || scan.usable != n) return false;
+  const double range = static_cast<double>(scan.max) - static_cast<double>(scan.min);
+  const double limit = std::ldexp(1.0, std::numeric_limits<T>::max_exponent / 2 - 8);
+  if (range != 0.0 && (range > limit || range < 1.0 / limit)) return false;
+  const double count = static_cast<double>(n);
+  const double centered = scan.squares - scan.sum * (scan.sum / count);
+  if (!(centered * 1.5 >= scan.squares)) return false;
+  out.mean = scan.shift + scan.sum / count;
+  out.std = std::sqrt((centered > 0.0 ? centered : 0.0) / static_cast<double>(n - ddof));
+  out.split = true;
+  out.high = scan.shift;
+  out.low = scan.sum / count;
+  return true;
 }
 
 /// A power of two s such that |magnitude * s| < 1, kept inside the normal range of T. Rows
@@ -80,12 +161,6 @@ inline T power_of_two_scale(T magnitude) {
   const int shift = -exponent < limit ? -exponent : limit;
   return std::ldexp(T(1), shift);
 }
-
-/// Mean and standard deviation of a row, in double.
-struct row_moments {
-  double mean;
-  double std;
-};
 
 /// Corrected two-pass moments of a row scaled by `scale` (a power of two from
 /// power_of_two_scale): pass one sums the scaled values; pass two sums the deviations d from
@@ -124,7 +199,8 @@ inline row_moments moments_row(const T* x, index n, int ddof, T scale, index usa
   const double mean = (static_cast<double>(center) + mean_offset) / static_cast<double>(scale);
   const double std =
       std::sqrt(squares / static_cast<double>(usable - ddof)) / static_cast<double>(scale);
-  return {mean, std};
+  return {mean, std, true, static_cast<double>(center) / static_cast<double>(scale),
+          mean_offset / static_cast<double>(scale)};
 }
 
 /// The map from a raw logit to its exponent argument: u = (x * scale - shift) * gain. With
