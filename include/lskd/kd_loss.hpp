@@ -39,10 +39,11 @@ class half_precision_kd_loss;
 /// the teacher's, when asked for, through the teacher's. A row of equal logits has std 0; its
 /// Z-score is 0 and its gradient (g - mean g) / eps, as in the reference formula.
 ///
-/// Accuracy: sums over classes use blocked two-level summation (about 10 units of roundoff of T
-/// relative to the sum of magnitudes, whatever the row length); the variance uses the
-/// corrected two-pass formula on rows scaled by a power of two, so offsets like 1000 + N(0, 1)
-/// and magnitudes up to the largest finite T are fine; softmax subtracts the row's max, so
+/// Accuracy: sums over classes use blocked two-level summation (about 21 units of roundoff of T
+/// relative to the sum of magnitudes, whatever the row length); the variance comes from
+/// shifted sums when they are provably as accurate, else from the corrected two-pass formula
+/// on rows scaled by a power of two, so offsets like 1000 + N(0, 1) and magnitudes up to the
+/// largest finite T are fine (docs/math.md); softmax subtracts the row's max, so
 /// logits of magnitude 1e4 with standardization off do not overflow. In float, the loss and
 /// gradients agree with a float64 reference to a relative error of about 1e-5 of the largest
 /// gradient entry of the row; in double, about 1e-13.
