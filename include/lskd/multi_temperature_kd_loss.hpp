@@ -6,6 +6,7 @@
 /// base temperatures, with each row's scan and statistics computed once for all of them.
 
 #include <lskd/config.hpp>
+#include <lskd/detail/masked_rows.hpp>
 #include <lskd/detail/multi_temperature_kernels.hpp>
 #include <lskd/detail/parallel.hpp>
 #include <lskd/detail/row_driver.hpp>
@@ -15,6 +16,7 @@
 
 #include <array>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -40,8 +42,8 @@ LSKD_NAMESPACE_BEGIN
 /// std::invalid_argument for a bad shape, option (an empty list, a temperature that is not
 /// finite and > 0) or any overlap between an output and an input (no in-place gradients: every
 /// temperature re-reads the logits); std::domain_error for a NaN or infinite logit, naming the
-/// row, and a constant row when standardizing with eps 0. Masked (-inf) classes and row
-/// weights are not supported here; use kd_loss per temperature for those.
+/// row, and a constant row when standardizing with eps 0. Masked classes (-inf in both teacher
+/// and student) and row weights (lskd::row_weights) behave as in kd_loss.
 ///
 /// @tparam T float or double.
 /// @tparam Arch an xsimd architecture tag, or lskd::simd::scalar.
@@ -71,7 +73,13 @@ class multi_temperature_kd_loss {
   /// temperatures) before reduction; required with reduction::none.
   double forward(matrix_view<const T> student, matrix_view<const T> teacher,
                  double* row_losses = nullptr) const {
-    return run(student, teacher, {}, {}, nullptr, row_losses);
+    return run(student, teacher, {}, {}, {}, nullptr, row_losses);
+  }
+
+  /// The reduced loss over weighted rows (see lskd::row_weights and kd_loss::forward).
+  double forward(matrix_view<const T> student, matrix_view<const T> teacher,
+                 const row_weights<T>& weights, double* row_losses = nullptr) const {
+    return run(student, teacher, weights, {}, {}, nullptr, row_losses);
   }
 
   /// The reduced loss and its gradients with respect to the student logits, the teacher logits
@@ -81,15 +89,52 @@ class multi_temperature_kd_loss {
                           matrix_view<T> grad_student, matrix_view<T> grad_teacher = {},
                           double* grad_temperatures = nullptr,
                           double* row_losses = nullptr) const {
-    if (grad_student.empty() && grad_teacher.empty() && grad_temperatures == nullptr) {
-      detail::throw_invalid(name, "'grad_student', 'grad_teacher' and 'grad_temperatures' are "
-                                  "all empty; call forward() for the loss alone");
-    }
-    return run(student, teacher, grad_student, grad_teacher, grad_temperatures, row_losses);
+    check_some_gradient(grad_student, grad_teacher, grad_temperatures);
+    return run(student, teacher, {}, grad_student, grad_teacher, grad_temperatures, row_losses);
+  }
+
+  /// forward_backward over weighted rows: rows of weight 0 are not read and get zero
+  /// gradients.
+  double forward_backward(matrix_view<const T> student, matrix_view<const T> teacher,
+                          const row_weights<T>& weights, matrix_view<T> grad_student,
+                          matrix_view<T> grad_teacher = {}, double* grad_temperatures = nullptr,
+                          double* row_losses = nullptr) const {
+    check_some_gradient(grad_student, grad_teacher, grad_temperatures);
+    return run(student, teacher, weights, grad_student, grad_teacher, grad_temperatures,
+               row_losses);
   }
 
  private:
   static constexpr const char* name = "lskd::multi_temperature_kd_loss";
+
+  static void check_some_gradient(const matrix_view<T>& grad_student,
+                                  const matrix_view<T>& grad_teacher, const double* grad_taus) {
+    if (grad_student.empty() && grad_teacher.empty() && grad_taus == nullptr) {
+      detail::throw_invalid(name, "'grad_student', 'grad_teacher' and 'grad_temperatures' are "
+                                  "all empty; call forward() for the loss alone");
+    }
+  }
+
+  void check_weights(const row_weights<T>& weights, index rows) const {
+    if (!std::isfinite(weights.normalizer) || weights.normalizer < 0.0) {
+      detail::throw_invalid(name, "'normalizer' must be finite and >= 0 (got " +
+                                      detail::number(weights.normalizer) + ")");
+    }
+    if (weights.normalizer > 0.0 && options_.reduction != reduction::batchmean) {
+      detail::throw_invalid(name, std::string("'normalizer' is set but the reduction is ") +
+                                      to_string(options_.reduction) +
+                                      "; only batchmean divides by a normalizer");
+    }
+    if (weights.weights == nullptr) return;
+    for (index r = 0; r < rows; ++r) {
+      const T w = weights.weights[r];
+      if (!std::isfinite(w) || w < T(0)) {
+        detail::throw_invalid(name, "'row_weights' [" + std::to_string(r) + "] is " +
+                                        detail::number(static_cast<double>(w)) +
+                                        "; row weights must be finite and >= 0");
+      }
+    }
+  }
 
   void check_arguments(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
                        const matrix_view<T>& grad_student, const matrix_view<T>& grad_teacher,
@@ -119,35 +164,61 @@ class multi_temperature_kd_loss {
   }
 
   double run(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
-             const matrix_view<T>& grad_student, const matrix_view<T>& grad_teacher,
-             double* grad_temperatures, double* row_losses) const {
+             const row_weights<T>& weights, const matrix_view<T>& grad_student,
+             const matrix_view<T>& grad_teacher, double* grad_temperatures,
+             double* row_losses) const {
     check_arguments(student, teacher, grad_student, grad_teacher, row_losses);
     const index rows = student.rows();
     const index n = student.cols();
+    check_weights(weights, rows);
     const auto count = options_.temperatures.size();
     if (grad_temperatures != nullptr) std::fill(grad_temperatures, grad_temperatures + count, 0.0);
     if (rows == 0) return 0.0;
+    const auto weight_at = [&](index r) {
+      return weights.weights == nullptr ? 1.0 : static_cast<double>(weights.weights[r]);
+    };
 
-    // Every row is checked before any output is written.
-    // NOTE: no masked (-inf) classes and no row weights here; kd_loss's validation and
-    // reduction code would carry over unchanged if they are needed.
-    const auto student_scans = detail::scan_rows<T, Arch>(name, "student logits", student);
-    const auto teacher_scans = detail::scan_rows<T, Arch>(name, "teacher logits", teacher);
-    if (options_.standardize && options_.eps == 0.0) {
-      for (index r = 0; r < rows; ++r) {
-        const auto i = static_cast<std::size_t>(r);
-        if (student_scans[i].min == student_scans[i].max ||
-            teacher_scans[i].min == teacher_scans[i].max) {
-          detail::throw_domain(name, "row " + std::to_string(r) + " has all " +
-                                         (student_scans[i].min == student_scans[i].max
-                                              ? "student" : "teacher") +
-                                         " logits equal (std 0) and eps is 0; use eps > 0");
-        }
+    // Every row of nonzero weight is checked before any output is written.
+    std::vector<detail::row_scan<T>> student_scans(static_cast<std::size_t>(rows));
+    std::vector<detail::row_scan<T>> teacher_scans(static_cast<std::size_t>(rows));
+    detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
+      for (index r = begin; r < end; ++r) {
+        if (weight_at(r) == 0.0) continue;  // a masked row is not read
+        student_scans[static_cast<std::size_t>(r)] = detail::scan_row<T, Arch>(student.row(r), n);
+        teacher_scans[static_cast<std::size_t>(r)] = detail::scan_row<T, Arch>(teacher.row(r), n);
+      }
+    });
+    const index needed = options_.standardize ? options_.ddof + 1 : 1;
+    for (index r = 0; r < rows; ++r) {
+      const auto i = static_cast<std::size_t>(r);
+      if (weight_at(r) == 0.0) continue;
+      if (!student_scans[i].finite || !teacher_scans[i].finite) {
+        detail::classify_masked_row(name, student.row(r), teacher.row(r), n, r, student_scans[i],
+                                    teacher_scans[i]);
+      }
+      if (student_scans[i].usable < needed) {
+        detail::throw_domain(name, "row " + std::to_string(r) + " has " +
+                                       std::to_string(student_scans[i].usable) +
+                                       " usable classes (not -inf in both teacher and student); "
+                                       "it needs at least " + std::to_string(needed));
+      }
+      if (options_.standardize && options_.eps == 0.0 &&
+          (student_scans[i].min == student_scans[i].max ||
+           teacher_scans[i].min == teacher_scans[i].max)) {
+        detail::throw_domain(name, "row " + std::to_string(r) + " has all " +
+                                       (student_scans[i].min == student_scans[i].max
+                                            ? "student" : "teacher") +
+                                       " logits equal (std 0) and eps is 0; use eps > 0");
       }
     }
 
-    const double weight = options_.reduction == reduction::batchmean
-                              ? 1.0 / static_cast<double>(rows) : 1.0;
+    // Row r enters the reduced loss as weight_at(r) / divisor * loss_r.
+    double divisor = 1.0;
+    if (options_.reduction == reduction::batchmean) {
+      double total_weight = 0.0;
+      for (index r = 0; r < rows; ++r) total_weight += weight_at(r);
+      divisor = weights.normalizer > 0.0 ? weights.normalizer : total_weight;
+    }
     const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||
                                 grad_temperatures != nullptr;
     std::vector<double> losses(static_cast<std::size_t>(rows));
@@ -157,13 +228,21 @@ class multi_temperature_kd_loss {
       std::vector<T> scratch(wants_gradient ? 2 * static_cast<std::size_t>(n) : 0);
       for (index r = begin; r < end; ++r) {
         const auto i = static_cast<std::size_t>(r);
-        losses[i] = row_loss(student.row(r), teacher.row(r), n, student_scans[i],
-                             teacher_scans[i], weight,
-                             grad_student.empty() ? nullptr : grad_student.row(r),
-                             grad_teacher.empty() ? nullptr : grad_teacher.row(r),
-                             grad_temperatures != nullptr ? tau_grads.data() + i * count
-                                                          : nullptr,
-                             scratch.data());
+        T* gs = grad_student.empty() ? nullptr : grad_student.row(r);
+        T* gt = grad_teacher.empty() ? nullptr : grad_teacher.row(r);
+        const double row_weight = weight_at(r);
+        if (row_weight == 0.0 || !(divisor > 0.0)) {
+          if (gs != nullptr) std::fill(gs, gs + n, T(0));
+          if (gt != nullptr) std::fill(gt, gt + n, T(0));
+          losses[i] = 0.0;  // tau_grads stay 0
+          continue;
+        }
+        losses[i] = row_weight * row_loss(student.row(r), teacher.row(r), n, student_scans[i],
+                                          teacher_scans[i], row_weight / divisor, gs, gt,
+                                          grad_temperatures != nullptr
+                                              ? tau_grads.data() + i * count
+                                              : nullptr,
+                                          scratch.data());
       }
     });
 
@@ -176,7 +255,8 @@ class multi_temperature_kd_loss {
         for (std::size_t k = 0; k < count; ++k) grad_temperatures[k] += tau_grads[r * count + k];
       }
     }
-    return options_.reduction == reduction::batchmean ? total * weight : total;
+    if (options_.reduction != reduction::batchmean) return total;
+    return divisor > 0.0 ? total / divisor : 0.0;
   }
 
   /// One row: the statistics once, then per temperature one exp sweep and one gradient pass.
@@ -194,7 +274,7 @@ class multi_temperature_kd_loss {
                                                        o.ddof, o.eps, 1.0);
     const double student_gain = 1.0 / (static_cast<double>(s.map.scale) * s.divisor);
     const double teacher_gain = 1.0 / (static_cast<double>(t.map.scale) * t.divisor);
-    const double degrees = static_cast<double>(n - o.ddof);
+    const double degrees = static_cast<double>(student_scan.usable - o.ddof);
     const bool teacher_sums = grad_teacher != nullptr || grad_taus != nullptr;
     T* student_exps = scratch;
     T* teacher_exps = scratch + n;
@@ -267,6 +347,16 @@ class multi_temperature_kd_loss {
       } else if (grad_teacher != nullptr) {
         pass(first ? detail::multi_temperature_grad_pass<T, Arch, false, true, true>
                    : detail::multi_temperature_grad_pass<T, Arch, false, true, false>);
+      }
+    }
+
+    // Masked classes: every pass added finite terms there (their exponentials are 0, their
+    // exponent arguments clamped); their gradient is exactly 0.
+    if (student_scan.usable < n) {
+      for (index j = 0; j < n; ++j) {
+        if (student[j] != -std::numeric_limits<T>::infinity()) continue;
+        if (grad_student != nullptr) grad_student[j] = T(0);
+        if (grad_teacher != nullptr) grad_teacher[j] = T(0);
       }
     }
     return total;

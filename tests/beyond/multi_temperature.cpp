@@ -271,3 +271,78 @@ TEST_CASE("multi_temperature_kd_loss refuses what it cannot compute", "[multi_te
   CHECK_THROWS_WITH(loss.forward({x.data(), 3, 4}, {v.data(), 3, 4}),
                     Catch::Contains("row 1") && Catch::Contains("NaN"));
 }
+
+TEMPLATE_TEST_CASE("multi_temperature_kd_loss with masked classes and row weights equals the "
+                   "sum of kd_loss over its temperatures",
+                   "[multi_temperature][masked]", float_simd, double_simd, double_scalar) {
+  using T = typename TestType::value_type;
+  using Arch = typename TestType::arch;
+  const bool is_float = std::is_same<T, float>::value;
+  const bool standardize = GENERATE(false, true);
+  const lskd::index rows = 4, cols = 26;
+  auto student = random_rows<T>(121, rows * cols, 0.0, 2.0);
+  auto teacher = random_rows<T>(122, rows * cols, 0.0, 2.0);
+  const T inf = std::numeric_limits<T>::infinity();
+  for (lskd::index c : {3, 17}) {  // row 1 masks two classes
+    student[static_cast<std::size_t>(cols + c)] = -inf;
+    teacher[static_cast<std::size_t>(cols + c)] = -inf;
+  }
+  student[static_cast<std::size_t>(2 * cols + 4)] = std::numeric_limits<T>::quiet_NaN();
+  const std::vector<T> weights{T(1), T(0.5), T(0), T(2)};  // row 2 is not read
+  const std::vector<double> temperatures{1.0, 2.0, 5.0};
+
+  lskd::multi_temperature_kd_options o;
+  o.temperatures = temperatures;
+  o.standardize = standardize;
+  std::vector<T> gs(student.size()), gt(student.size());
+  std::vector<double> dtau(temperatures.size()), row_losses(rows);
+  const double loss = lskd::multi_temperature_kd_loss<T, Arch>(o).forward_backward(
+      {student.data(), rows, cols}, {teacher.data(), rows, cols},
+      lskd::row_weights<T>{weights.data()}, {gs.data(), rows, cols}, {gt.data(), rows, cols},
+      dtau.data(), row_losses.data());
+
+  double expected = 0;
+  std::vector<double> expected_gs(student.size()), expected_gt(student.size());
+  std::vector<double> expected_rows(rows);
+  for (std::size_t k = 0; k < temperatures.size(); ++k) {
+    lskd::kd_options kd_options;
+    kd_options.temperature = temperatures[k];
+    kd_options.standardize = standardize;
+    std::vector<T> part_gs(student.size()), part_gt(student.size());
+    std::vector<double> part_rows(rows);
+    double part_dtau = 0;
+    expected += lskd::kd_loss<T, Arch>(kd_options).forward_backward(
+        {student.data(), rows, cols}, {teacher.data(), rows, cols},
+        lskd::row_weights<T>{weights.data()}, {part_gs.data(), rows, cols},
+        {part_gt.data(), rows, cols}, part_rows.data(), &part_dtau);
+    for (std::size_t i = 0; i < student.size(); ++i) {
+      expected_gs[i] += part_gs[i];
+      expected_gt[i] += part_gt[i];
+    }
+    for (std::size_t r = 0; r < static_cast<std::size_t>(rows); ++r) {
+      expected_rows[r] += part_rows[r];
+    }
+    INFO("temperature " << temperatures[k]);
+    CHECK(dtau[k] == Approx(part_dtau).epsilon(is_float ? 1e-5 : 1e-12).margin(1e-12));
+  }
+  INFO("standardize " << standardize);
+  CHECK(loss == Approx(expected).epsilon(is_float ? 1e-5 : 1e-12));
+  for (std::size_t r = 0; r < static_cast<std::size_t>(rows); ++r) {
+    CHECK(row_losses[r] == Approx(expected_rows[r]).epsilon(is_float ? 1e-5 : 1e-12));
+  }
+  double largest = 0;
+  for (double g : expected_gs) largest = std::max(largest, std::fabs(g));
+  closeness student_check("grad_student");
+  closeness teacher_check("grad_teacher");
+  for (std::size_t i = 0; i < student.size(); ++i) {
+    student_check.add(static_cast<lskd::index>(i), expected_gs[i], gs[i],
+                      (is_float ? 3e-5 : 1e-12) * largest);
+    teacher_check.add(static_cast<lskd::index>(i), expected_gt[i], gt[i],
+                      (is_float ? 3e-5 : 1e-12) * largest);
+  }
+  student_check.check();
+  teacher_check.check();
+  CHECK(gs[static_cast<std::size_t>(cols + 3)] == T(0));
+  CHECK(gt[static_cast<std::size_t>(cols + 17)] == T(0));
+  CHECK(gs[static_cast<std::size_t>(2 * cols + 4)] == T(0));
+}
