@@ -108,11 +108,12 @@ class dkd_loss {
   /// the teacher logits (`grad_teacher`) and the base temperature (`grad_temperature`, one
   /// double), each computed only when given (non-empty / non-null; at least one must be).
   /// With reduction::none they are the gradients of the sum of the row losses. A gradient
-  /// view may be exactly its own logits (in place); other overlaps are errors.
+  /// view may be exactly its own logits (in place); other overlaps are errors. The trailing
+  /// pointers come in kd_loss::forward_backward's order: row losses, then the temperature's.
   double forward_backward(matrix_view<const T> student, matrix_view<const T> teacher,
                           const std::int64_t* targets, matrix_view<T> grad_student,
-                          matrix_view<T> grad_teacher = {}, double* grad_temperature = nullptr,
-                          double* row_losses = nullptr) const {
+                          matrix_view<T> grad_teacher = {}, double* row_losses = nullptr,
+                          double* grad_temperature = nullptr) const {
     check_some_gradient(grad_student, grad_teacher, grad_temperature);
     return run(student, teacher, targets, {}, grad_student, grad_teacher, grad_temperature,
                row_losses);
@@ -122,8 +123,8 @@ class dkd_loss {
   double forward_backward(matrix_view<const T> student, matrix_view<const T> teacher,
                           const std::int64_t* targets, const row_weights<T>& weights,
                           matrix_view<T> grad_student, matrix_view<T> grad_teacher = {},
-                          double* grad_temperature = nullptr,
-                          double* row_losses = nullptr) const {
+                          double* row_losses = nullptr,
+                          double* grad_temperature = nullptr) const {
     check_some_gradient(grad_student, grad_teacher, grad_temperature);
     return run(student, teacher, targets, weights, grad_student, grad_teacher, grad_temperature,
                row_losses);

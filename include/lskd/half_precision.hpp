@@ -136,8 +136,8 @@ class half_precision_dkd_loss {
   template <class Gradient>
   double forward_backward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
                           const std::int64_t* targets, matrix_view<Gradient> grad_student,
-                          matrix_view<Gradient> grad_teacher = {},
-                          double* grad_temperature = nullptr, double* row_losses = nullptr,
+                          matrix_view<Gradient> grad_teacher = {}, double* row_losses = nullptr,
+                          double* grad_temperature = nullptr,
                           const row_weights<float>& weights = {}) const {
     static_assert(std::is_same<Gradient, float>::value || std::is_same<Gradient, Storage>::value,
                   "gradients are float or the logits' own type");

@@ -84,11 +84,12 @@ class multi_temperature_kd_loss {
 
   /// The reduced loss and its gradients with respect to the student logits, the teacher logits
   /// and each temperature (`grad_temperatures`: one double per temperature, in the order of
-  /// the options), each computed only when given; at least one must be.
+  /// the options), each computed only when given; at least one must be. The trailing pointers
+  /// come in kd_loss::forward_backward's order: row losses, then the temperatures'.
   double forward_backward(matrix_view<const T> student, matrix_view<const T> teacher,
                           matrix_view<T> grad_student, matrix_view<T> grad_teacher = {},
-                          double* grad_temperatures = nullptr,
-                          double* row_losses = nullptr) const {
+                          double* row_losses = nullptr,
+                          double* grad_temperatures = nullptr) const {
     check_some_gradient(grad_student, grad_teacher, grad_temperatures);
     return run(student, teacher, {}, grad_student, grad_teacher, grad_temperatures, row_losses);
   }
@@ -97,8 +98,8 @@ class multi_temperature_kd_loss {
   /// gradients.
   double forward_backward(matrix_view<const T> student, matrix_view<const T> teacher,
                           const row_weights<T>& weights, matrix_view<T> grad_student,
-                          matrix_view<T> grad_teacher = {}, double* grad_temperatures = nullptr,
-                          double* row_losses = nullptr) const {
+                          matrix_view<T> grad_teacher = {}, double* row_losses = nullptr,
+                          double* grad_temperatures = nullptr) const {
     check_some_gradient(grad_student, grad_teacher, grad_temperatures);
     return run(student, teacher, weights, grad_student, grad_teacher, grad_temperatures,
                row_losses);
