@@ -156,17 +156,9 @@ TEMPLATE_TEST_CASE("float results agree with double results on the same inputs",
             options, converted<double>(student), converted<double>(teacher), s.rows, s.cols);
         // The double result stands in for the exact one (its error is 1e-7 of float's); the
         // term magnitudes come from the long-double reference.
-        reference_kd expected = reference_kd_loss(student.data(), teacher.data(), s.rows,
-                                                  s.cols, options);
-        expected.loss = twice.loss;
-        for (std::size_t r = 0; r < expected.row_losses.size(); ++r) {
-          expected.row_losses[r] = twice.row_losses[r];
-        }
-        for (std::size_t j = 0; j < expected.grad_student.size(); ++j) {
-          expected.grad_student[j] = twice.grad_student[j];
-          expected.grad_teacher[j] = twice.grad_teacher[j];
-        }
-        check_kd_against_reference(expected, single);
+        const reference_kd ref = reference_kd_loss(student.data(), teacher.data(), s.rows,
+                                                   s.cols, options);
+        check_kd_against_reference(with_values_of(ref, twice), single);
       }
     }
   }
@@ -529,16 +521,7 @@ TEMPLATE_TEST_CASE("the SIMD path matches the scalar path for row lengths around
                                                  options);
       check_kd_against_reference(ref, results[0]);
       check_kd_against_reference(ref, results[1]);
-      reference_kd scalar_as_expected = ref;
-      scalar_as_expected.loss = results[1].loss;
-      for (std::size_t r = 0; r < ref.row_losses.size(); ++r) {
-        scalar_as_expected.row_losses[r] = results[1].row_losses[r];
-      }
-      for (std::size_t j = 0; j < ref.grad_student.size(); ++j) {
-        scalar_as_expected.grad_student[j] = results[1].grad_student[j];
-        scalar_as_expected.grad_teacher[j] = results[1].grad_teacher[j];
-      }
-      check_kd_against_reference(scalar_as_expected, results[0]);
+      check_kd_against_reference(with_values_of(ref, results[1]), results[0]);
     }
   }
 }

@@ -513,6 +513,19 @@ constexpr wide underflow_floor() {
   return std::numeric_limits<T>::min();
 }
 
+/// The reference's term magnitudes with another computation's values: for comparing two lskd
+/// results (float with double, SIMD with scalar) at the tolerance of one of them.
+template <class U>
+reference_kd with_values_of(reference_kd ref, const kd_outputs<U>& values) {
+  ref.loss = values.loss;
+  for (std::size_t r = 0; r < ref.row_losses.size(); ++r) ref.row_losses[r] = values.row_losses[r];
+  for (std::size_t j = 0; j < ref.grad_student.size(); ++j) {
+    ref.grad_student[j] = values.grad_student[j];
+    ref.grad_teacher[j] = values.grad_teacher[j];
+  }
+  return ref;
+}
+
 /// Compares a kd_loss result with the long-double reference at tolerance_factor<T>().
 template <class T>
 void check_kd_against_reference(const reference_kd& ref, const kd_outputs<T>& out,
