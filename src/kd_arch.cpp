@@ -6,10 +6,17 @@
 
 #include "kd_arch.hpp"
 
+#include <lskd/dkd_loss.hpp>
+#include <lskd/half_precision.hpp>
 #include <lskd/kd_loss.hpp>
+#include <lskd/multi_temperature_kd_loss.hpp>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <type_traits>
+#include <vector>
 
 #if !defined(LSKD_DISPATCH_ARCH) || !defined(LSKD_DISPATCH_SUFFIX)
 #error "kd_arch.cpp is built by lskd_add_dispatch_objects, which defines LSKD_DISPATCH_ARCH"
@@ -79,9 +86,185 @@ int run_kd(const T* student, std::int64_t ld_student, const T* teacher, std::int
   return LSKD_OK;
 }
 
+// ---- The losses beyond plain KD (one request per call; see kd_arch.hpp) -------------------
+
+lskd::reduction to_reduction(int c) {
+  return c == LSKD_REDUCTION_NONE  ? reduction::none
+         : c == LSKD_REDUCTION_SUM ? reduction::sum
+                                   : reduction::batchmean;
+}
+
+dkd_options to_dkd_options(const lskd_dkd_options& c) {
+  dkd_options options;
+  options.temperature = c.temperature;
+  options.alpha = c.alpha;
+  options.beta = c.beta;
+  options.standardize = c.standardize != 0;
+  options.ddof = c.ddof;
+  options.eps = c.eps;
+  options.reduction = to_reduction(c.reduction);
+  options.scale_by_t2 = c.scale_by_t2 != 0;
+  return options;
+}
+
+template <class T>
+matrix_view<const T> input_view(const void* data, const lskd_c_detail::request& q,
+                                std::int64_t ld) {
+  return matrix_view<const T>(static_cast<const T*>(data), static_cast<index>(q.rows),
+                              static_cast<index>(q.cols), static_cast<index>(ld));
+}
+
+// A null gradient is an output that is not wanted: an empty view.
+template <class T>
+matrix_view<T> output_view(void* data, const lskd_c_detail::request& q, std::int64_t ld) {
+  if (data == nullptr) return matrix_view<T>();
+  return matrix_view<T>(static_cast<T*>(data), static_cast<index>(q.rows),
+                        static_cast<index>(q.cols), static_cast<index>(ld));
+}
+
+// Runs compute(row_losses, grad_temperature) and writes the outputs the C++ functor does not
+// write itself only once it has succeeded: the reduced loss and the temperature gradients
+// (which the functors zero before checking the rows). With reduction::none the functor writes
+// the per-row losses into `loss` itself, after every check.
+template <class Compute>
+int finish(const lskd_c_detail::request& q, reduction how, std::size_t temperature_count,
+           Compute&& compute) {
+  const bool per_row = how == reduction::none;
+  std::vector<double> tau(q.grad_temperature != nullptr ? temperature_count : 0);
+  const double total =
+      compute(per_row ? q.loss : nullptr, q.grad_temperature != nullptr ? tau.data() : nullptr);
+  if (!per_row) *q.loss = total;
+  std::copy(tau.begin(), tau.end(), q.grad_temperature);
+  return LSKD_OK;
+}
+
+bool wants_gradient(const lskd_c_detail::request& q) {
+  return q.grad_student != nullptr || q.grad_teacher != nullptr ||
+         q.grad_temperature != nullptr;
+}
+
+// kd_loss (T float or double) over weighted rows, or with class weights.
+template <class T>
+int run_kd_request(const lskd_c_detail::request& q) {
+  const kd_options options = to_kd_options(*q.kd);
+  const kd_loss<T, LSKD_DISPATCH_ARCH> kd =
+      q.kind == lskd_c_detail::loss_kind::kd_class_weighted
+          ? kd_loss<T, LSKD_DISPATCH_ARCH>::with_class_weights(
+                options, std::vector<double>(q.class_weights,
+                                             q.class_weights + static_cast<std::size_t>(q.cols)))
+          : kd_loss<T, LSKD_DISPATCH_ARCH>(options);
+  const row_weights<T> weights{static_cast<const T*>(q.row_weights), q.normalizer};
+  const auto student = input_view<T>(q.student, q, q.ld_student);
+  const auto teacher = input_view<T>(q.teacher, q, q.ld_teacher);
+  const auto grad_student = output_view<T>(q.grad_student, q, q.ld_grad_student);
+  const auto grad_teacher = output_view<T>(q.grad_teacher, q, q.ld_grad_teacher);
+  return finish(q, options.reduction, 1, [&](double* row_losses, double* tau) {
+    if (!wants_gradient(q)) return kd.forward(student, teacher, weights, row_losses);
+    return kd.forward_backward(student, teacher, weights, grad_student, grad_teacher, row_losses,
+                               tau);
+  });
+}
+
+// kd_loss on 16-bit logits (Storage Eigen::bfloat16 or Eigen::half), float gradients.
+template <class Storage>
+int run_half_request(const lskd_c_detail::request& q) {
+  const kd_options options = to_kd_options(*q.kd);
+  const half_precision_kd_loss<Storage, LSKD_DISPATCH_ARCH> kd(options);
+  const row_weights<float> weights{static_cast<const float*>(q.row_weights), q.normalizer};
+  // The C caller's uint16_t bits: Eigen's types hold exactly those 16 bits.
+  static_assert(sizeof(Storage) == sizeof(std::uint16_t), "16-bit storage");
+  const auto student = input_view<Storage>(q.student, q, q.ld_student);
+  const auto teacher = input_view<Storage>(q.teacher, q, q.ld_teacher);
+  const auto grad_student = output_view<float>(q.grad_student, q, q.ld_grad_student);
+  const auto grad_teacher = output_view<float>(q.grad_teacher, q, q.ld_grad_teacher);
+  return finish(q, options.reduction, 1, [&](double* row_losses, double* tau) {
+    if (!wants_gradient(q)) return kd.forward(student, teacher, weights, row_losses);
+    return kd.forward_backward(student, teacher, grad_student, grad_teacher, row_losses, tau,
+                               weights);
+  });
+}
+
+template <class T>
+int run_dkd_request(const lskd_c_detail::request& q) {
+  const dkd_options options = to_dkd_options(*q.dkd);
+  const dkd_loss<T, LSKD_DISPATCH_ARCH> dkd(options);
+  const auto student = input_view<T>(q.student, q, q.ld_student);
+  const auto teacher = input_view<T>(q.teacher, q, q.ld_teacher);
+  const auto grad_student = output_view<T>(q.grad_student, q, q.ld_grad_student);
+  const auto grad_teacher = output_view<T>(q.grad_teacher, q, q.ld_grad_teacher);
+  return finish(q, options.reduction, 1, [&](double* row_losses, double* tau) {
+    if (!wants_gradient(q)) return dkd.forward(student, teacher, q.targets, row_losses);
+    return dkd.forward_backward(student, teacher, q.targets, grad_student, grad_teacher,
+                                row_losses, tau);
+  });
+}
+
+template <class T>
+int run_multi_temperature_request(const lskd_c_detail::request& q) {
+  multi_temperature_kd_options options;
+  options.temperatures.assign(q.temperatures,
+                              q.temperatures + static_cast<std::size_t>(q.temperature_count));
+  options.standardize = q.kd->standardize != 0;
+  options.ddof = q.kd->ddof;
+  options.eps = q.kd->eps;
+  options.reduction = to_reduction(q.kd->reduction);
+  options.scale_by_t2 = q.kd->scale_by_t2 != 0;
+  const reduction how = options.reduction;
+  const std::size_t count = options.temperatures.size();
+  const multi_temperature_kd_loss<T, LSKD_DISPATCH_ARCH> kd(std::move(options));
+  const auto student = input_view<T>(q.student, q, q.ld_student);
+  const auto teacher = input_view<T>(q.teacher, q, q.ld_teacher);
+  const auto grad_student = output_view<T>(q.grad_student, q, q.ld_grad_student);
+  const auto grad_teacher = output_view<T>(q.grad_teacher, q, q.ld_grad_teacher);
+  return finish(q, how, count, [&](double* row_losses, double* tau) {
+    if (!wants_gradient(q)) return kd.forward(student, teacher, row_losses);
+    return kd.forward_backward(student, teacher, grad_student, grad_teacher, row_losses, tau);
+  });
+}
+
+template <class T>
+int run_request_of(const lskd_c_detail::request& q) {
+  switch (q.kind) {
+    case lskd_c_detail::loss_kind::kd_weighted:
+    case lskd_c_detail::loss_kind::kd_class_weighted:
+      return run_kd_request<T>(q);
+    case lskd_c_detail::loss_kind::dkd:
+      return run_dkd_request<T>(q);
+    case lskd_c_detail::loss_kind::multi_temperature:
+      return run_multi_temperature_request<T>(q);
+  }
+  throw std::logic_error("lskd_c: unknown loss kind");
+}
+
+// Not inlined into the exported entry point below: its code (and any cold part GCC splits
+// off) then keeps this namespaced name, which says the architecture (tests/consumer checks
+// that SIMD instructions appear only in such functions).
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+int run_request(const lskd_c_detail::request& q) {
+  switch (q.type) {
+    case lskd_c_detail::element::f32:
+      return run_request_of<float>(q);
+    case lskd_c_detail::element::f64:
+      return run_request_of<double>(q);
+    case lskd_c_detail::element::bf16:
+      if (q.kind != lskd_c_detail::loss_kind::kd_weighted) break;
+      return run_half_request<Eigen::bfloat16>(q);
+    case lskd_c_detail::element::f16:
+      if (q.kind != lskd_c_detail::loss_kind::kd_weighted) break;
+      return run_half_request<Eigen::half>(q);
+  }
+  throw std::logic_error("lskd_c: unsupported element type for this loss");
+}
+
 }  // namespace
 }  // namespace c_api
 LSKD_NAMESPACE_END
+
+int LSKD_C_PASTE(lskd_detail_request_, LSKD_DISPATCH_SUFFIX)(const lskd_c_detail::request& request) {
+  return lskd::c_api::run_request(request);
+}
 
 int LSKD_C_KERNEL_NAME(f32) LSKD_C_KERNEL_PARAMETERS(float) {
   return lskd::c_api::run_kd(student, ld_student, teacher, ld_teacher, rows, cols, options, loss,

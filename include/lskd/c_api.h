@@ -12,7 +12,7 @@
  * variable LSKD_ARCH, read once at that first use, may force a lower one: "scalar", "sse2",
  * "avx2" or "avx512f" ("" or "auto" choose automatically). If it names an unknown instruction
  * set or one this CPU lacks, nothing falls back silently: lskd_simd_arch() returns "none" and
- * every lskd_kd_* call fails with LSKD_ERROR_INVALID_ARGUMENT and a message naming LSKD_ARCH.
+ * every loss call fails with LSKD_ERROR_INVALID_ARGUMENT and a message naming LSKD_ARCH.
  *
  * Every call runs on the calling thread (no thread pool); calls from different threads may run
  * at the same time. Results do not depend on the instruction set beyond rounding.
@@ -38,7 +38,7 @@
 extern "C" {
 #endif
 
-/** Return codes of the lskd_kd_* functions. */
+/** Return codes of the loss functions (lskd_kd_*, lskd_dkd_*, lskd_multi_temperature_kd_*). */
 #define LSKD_OK 0                     /**< success */
 #define LSKD_ERROR_INVALID_ARGUMENT 1 /**< bad pointer, shape, leading dimension or option */
 #define LSKD_ERROR_DOMAIN 2           /**< bad data: NaN or infinite logit, constant row with eps 0 */
@@ -109,14 +109,196 @@ LSKD_C_EXPORT int lskd_kd_f64(const double* student, int64_t ld_student, const d
                               int64_t ld_grad_teacher);
 
 /**
- * The message of this thread's last lskd_kd_* call if it failed, or "" if it succeeded or none
- * was made. Each lskd_kd_* call resets it. The pointer stays valid until this thread's next
- * lskd_kd_* call.
+ * lskd_kd_f32() over weighted rows, with the gradient with respect to the temperature.
+ *
+ * Row r enters the loss as row_weights[r] * (its loss); LSKD_REDUCTION_BATCHMEAN divides the
+ * weighted sum by `normalizer` when it is > 0, else by the sum of the weights (if every weight
+ * is 0 the loss is 0). With LSKD_REDUCTION_NONE, `loss` receives row_weights[r] * (row r's
+ * loss) for each row. Masked classes (-inf in both the teacher's and the student's row) take
+ * no part in that row's statistics, softmax or loss, and get a zero gradient.
+ *
+ * @param row_weights NULL (every weight 1), or `rows` values, each finite and >= 0. A row of
+ *   weight 0 is masked: it is not read (not even checked for NaN), adds nothing to the loss
+ *   and gets a zero gradient.
+ * @param normalizer finite and >= 0; 0 divides by the sum of the weights. A value > 0 is only
+ *   allowed with LSKD_REDUCTION_BATCHMEAN.
+ * @param grad_temperature NULL, or 1 double that receives d(loss)/d(temperature) (of the
+ *   reduced loss; with LSKD_REDUCTION_NONE of the sum of the weighted row losses), counting the
+ *   temperature^2 factor and both the student's and the teacher's dependence on it. It may be
+ *   the only output asked for (both gradients NULL). It must not overlap `loss`.
+ *
+ * The other parameters, the return value and the errors are those of lskd_kd_f32(); a bad
+ * weight fails with LSKD_ERROR_INVALID_ARGUMENT and a message naming 'row_weights' and the row.
+ * On error nothing is written (neither `loss`, the gradients nor `grad_temperature`).
+ */
+LSKD_C_EXPORT int lskd_kd_weighted_f32(const float* student, int64_t ld_student,
+                                       const float* teacher, int64_t ld_teacher, int64_t rows,
+                                       int64_t cols, const lskd_kd_options* options,
+                                       const float* row_weights, double normalizer,
+                                       double* loss, float* grad_student,
+                                       int64_t ld_grad_student, float* grad_teacher,
+                                       int64_t ld_grad_teacher, double* grad_temperature);
+
+/** lskd_kd_weighted_f32() on double logits, weights and gradients. */
+LSKD_C_EXPORT int lskd_kd_weighted_f64(const double* student, int64_t ld_student,
+                                       const double* teacher, int64_t ld_teacher, int64_t rows,
+                                       int64_t cols, const lskd_kd_options* options,
+                                       const double* row_weights, double normalizer,
+                                       double* loss, double* grad_student,
+                                       int64_t ld_grad_student, double* grad_teacher,
+                                       int64_t ld_grad_teacher, double* grad_temperature);
+
+/**
+ * Options of the DKD loss (Decoupled Knowledge Distillation, Zhao et al., CVPR 2022). Start
+ * from lskd_dkd_options_init(): the boolean fields must be exactly 0 or 1.
+ */
+typedef struct {
+  double temperature; /**< base temperature, finite and > 0; default 4 */
+  double alpha;       /**< weight of the target-class term TCKD, finite and >= 0; default 1 */
+  double beta;        /**< weight of the non-target term NCKD, finite and >= 0; default 8 */
+  int standardize;    /**< 1: logit standardization first; 0 (default): plain DKD */
+  int ddof;           /**< 1 (default, unbiased std) or 0 */
+  double eps;         /**< added to the std, finite and >= 0; default 1e-7 */
+  int reduction;      /**< an lskd_reduction; default LSKD_REDUCTION_BATCHMEAN */
+  int scale_by_t2;    /**< 1 (default): multiply both terms by temperature^2; or 0 */
+} lskd_dkd_options;
+
+/** Writes the DKD paper's defaults (those of lskd::dkd_options) into *options; does nothing if
+ * it is NULL: temperature 4, alpha 1, beta 8, no standardization, ddof 1, eps 1e-7, batchmean,
+ * scaled by temperature^2. */
+LSKD_C_EXPORT void lskd_dkd_options_init(lskd_dkd_options* options);
+
+/**
+ * The DKD loss between student and teacher logits given each row's true class, and optionally
+ * its gradients.
+ *
+ * For each row, with k its target: when `standardize` is on, both rows are Z-scored as in
+ * lskd_kd_f32(); then p_s = softmax(z^ / tau), p_t = softmax(v^ / tau),
+ * TCKD = KL([p_t,k, 1 - p_t,k] || [p_s,k, 1 - p_s,k]), NCKD = KL(q_t || q_s) with q the softmax
+ * over the classes other than k, and the row's loss is tau^2 (alpha TCKD + beta NCKD) (tau^2
+ * only with `scale_by_t2`). The rows combine as `reduction` says.
+ *
+ * @param cols number of classes, >= 2 (with 2, NCKD is exactly 0).
+ * @param targets `rows` class indices, each in [0, cols); must not be NULL when rows > 0. An
+ *   index out of range fails with LSKD_ERROR_INVALID_ARGUMENT and a message naming the row.
+ * @param options NULL means the defaults of lskd_dkd_options_init().
+ * @param grad_temperature NULL, or 1 double for d(loss)/d(temperature), as in
+ *   lskd_kd_weighted_f32().
+ *
+ * The other parameters, the return value, in-place gradients, accuracy and the errors are
+ * those of lskd_kd_f32(); a target class masked (-inf in both rows) is LSKD_ERROR_DOMAIN.
+ */
+LSKD_C_EXPORT int lskd_dkd_f32(const float* student, int64_t ld_student, const float* teacher,
+                               int64_t ld_teacher, int64_t rows, int64_t cols,
+                               const int64_t* targets, const lskd_dkd_options* options,
+                               double* loss, float* grad_student, int64_t ld_grad_student,
+                               float* grad_teacher, int64_t ld_grad_teacher,
+                               double* grad_temperature);
+
+/** lskd_dkd_f32() on double logits and gradients. */
+LSKD_C_EXPORT int lskd_dkd_f64(const double* student, int64_t ld_student, const double* teacher,
+                               int64_t ld_teacher, int64_t rows, int64_t cols,
+                               const int64_t* targets, const lskd_dkd_options* options,
+                               double* loss, double* grad_student, int64_t ld_grad_student,
+                               double* grad_teacher, int64_t ld_grad_teacher,
+                               double* grad_temperature);
+
+/**
+ * lskd_kd_f32() with per-class weights c of the Z-score statistics: mean = sum c x / W and
+ * var = sum c (x - mean)^2 / W with W = sum c (all-ones weights give the unweighted statistics
+ * with ddof 0).
+ *
+ * @param class_weights `cols` values, finite and >= 0 with a positive sum; must not be NULL.
+ *   Needs options->standardize 1, options->ddof 0 and options->eps > 0 (else
+ *   LSKD_ERROR_INVALID_ARGUMENT).
+ * @param grad_temperature NULL, or 1 double for d(loss)/d(temperature), as in
+ *   lskd_kd_weighted_f32().
+ *
+ * The other parameters, the return value and the errors are those of lskd_kd_f32().
+ */
+LSKD_C_EXPORT int lskd_kd_class_weighted_f32(const float* student, int64_t ld_student,
+                                             const float* teacher, int64_t ld_teacher,
+                                             int64_t rows, int64_t cols,
+                                             const lskd_kd_options* options,
+                                             const double* class_weights, double* loss,
+                                             float* grad_student, int64_t ld_grad_student,
+                                             float* grad_teacher, int64_t ld_grad_teacher,
+                                             double* grad_temperature);
+
+/** lskd_kd_class_weighted_f32() on double logits and gradients. */
+LSKD_C_EXPORT int lskd_kd_class_weighted_f64(const double* student, int64_t ld_student,
+                                             const double* teacher, int64_t ld_teacher,
+                                             int64_t rows, int64_t cols,
+                                             const lskd_kd_options* options,
+                                             const double* class_weights, double* loss,
+                                             double* grad_student, int64_t ld_grad_student,
+                                             double* grad_teacher, int64_t ld_grad_teacher,
+                                             double* grad_temperature);
+
+/**
+ * Multi-temperature KD: each row's loss is the sum over the temperatures tau_i of
+ * lskd_kd_f32()'s row loss at tau_i (each with its own tau_i^2 with `scale_by_t2`), with the
+ * statistics of each row computed once. The rows combine as `reduction` says.
+ *
+ * @param temperatures `temperature_count` values, each finite and > 0; must not be NULL.
+ * @param temperature_count >= 1.
+ * @param options options->temperature is ignored; NULL means lskd_kd_options_init()'s.
+ * @param grad_temperatures NULL, or `temperature_count` doubles that receive d(loss)/d(tau_i),
+ *   in the order of `temperatures`. Must not overlap `loss`.
+ *
+ * Unlike lskd_kd_f32(), a gradient may not be its own input (every temperature re-reads the
+ * logits): any overlap between an output and an input is LSKD_ERROR_INVALID_ARGUMENT. The
+ * other parameters, the return value and the errors are those of lskd_kd_f32().
+ */
+LSKD_C_EXPORT int lskd_multi_temperature_kd_f32(
+    const float* student, int64_t ld_student, const float* teacher, int64_t ld_teacher,
+    int64_t rows, int64_t cols, const double* temperatures, int64_t temperature_count,
+    const lskd_kd_options* options, double* loss, float* grad_student, int64_t ld_grad_student,
+    float* grad_teacher, int64_t ld_grad_teacher, double* grad_temperatures);
+
+/** lskd_multi_temperature_kd_f32() on double logits and gradients. */
+LSKD_C_EXPORT int lskd_multi_temperature_kd_f64(
+    const double* student, int64_t ld_student, const double* teacher, int64_t ld_teacher,
+    int64_t rows, int64_t cols, const double* temperatures, int64_t temperature_count,
+    const lskd_kd_options* options, double* loss, double* grad_student, int64_t ld_grad_student,
+    double* grad_teacher, int64_t ld_grad_teacher, double* grad_temperatures);
+
+/**
+ * lskd_kd_f32() on 16-bit logits given as raw bits: bfloat16 (the upper half of an IEEE
+ * float32) for lskd_kd_bf16(), IEEE 754 binary16 for lskd_kd_f16(). Each row is widened
+ * exactly to float as it is read, and the float path runs on it: the loss and the gradients
+ * (written as float, with leading dimensions in floats) are exactly those of lskd_kd_f32() on
+ * the converted values. No gradient can be in place (the types differ): a float gradient
+ * must not overlap the logits.
+ *
+ * @param grad_temperature NULL, or 1 double for d(loss)/d(temperature), as in
+ *   lskd_kd_weighted_f32().
+ *
+ * The other parameters, the return value and the errors are those of lskd_kd_f32().
+ */
+LSKD_C_EXPORT int lskd_kd_bf16(const uint16_t* student, int64_t ld_student,
+                               const uint16_t* teacher, int64_t ld_teacher, int64_t rows,
+                               int64_t cols, const lskd_kd_options* options, double* loss,
+                               float* grad_student, int64_t ld_grad_student, float* grad_teacher,
+                               int64_t ld_grad_teacher, double* grad_temperature);
+
+/** lskd_kd_bf16() on IEEE half-precision (binary16) logits. */
+LSKD_C_EXPORT int lskd_kd_f16(const uint16_t* student, int64_t ld_student,
+                              const uint16_t* teacher, int64_t ld_teacher, int64_t rows,
+                              int64_t cols, const lskd_kd_options* options, double* loss,
+                              float* grad_student, int64_t ld_grad_student, float* grad_teacher,
+                              int64_t ld_grad_teacher, double* grad_temperature);
+
+/**
+ * The message of this thread's last loss call (lskd_kd_*, lskd_dkd_*,
+ * lskd_multi_temperature_kd_*) if it failed, or "" if it succeeded or none
+ * was made. Each loss call resets it. The pointer stays valid until this thread's next loss
+ * call.
  */
 LSKD_C_EXPORT const char* lskd_last_error(void);
 
 /**
- * The instruction set the lskd_kd_* functions run on: "avx512f", "fma3+avx2", "sse2" or
+ * The instruction set the loss functions run on: "avx512f", "fma3+avx2", "sse2" or
  * "scalar"; "none" when LSKD_ARCH names one that cannot be used. Chosen once per process.
  */
 LSKD_C_EXPORT const char* lskd_simd_arch(void);
