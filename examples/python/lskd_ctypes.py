@@ -27,8 +27,8 @@ import os
 import numpy as np
 
 __all__ = [
-    "LskdError", "LskdInvalidArgument", "LskdDomainError", "LskdOutOfMemory", "kd_loss",
-    "kd_loss_and_grad", "load_library", "simd_arch", "version",
+    "LskdError", "LskdInvalidArgument", "LskdDomainError", "LskdOutOfMemory", "dkd_loss",
+    "kd_loss", "kd_loss_and_grad", "kd_loss_weighted", "load_library", "simd_arch", "version",
 ]
 
 _REDUCTIONS = {"none": 0, "sum": 1, "batchmean": 2}
@@ -60,6 +60,19 @@ class LskdOutOfMemory(LskdError, MemoryError):
 class _Options(ctypes.Structure):
     _fields_ = [
         ("temperature", ctypes.c_double),
+        ("standardize", ctypes.c_int),
+        ("ddof", ctypes.c_int),
+        ("eps", ctypes.c_double),
+        ("reduction", ctypes.c_int),
+        ("scale_by_t2", ctypes.c_int),
+    ]
+
+
+class _DkdOptions(ctypes.Structure):
+    _fields_ = [
+        ("temperature", ctypes.c_double),
+        ("alpha", ctypes.c_double),
+        ("beta", ctypes.c_double),
         ("standardize", ctypes.c_int),
         ("ddof", ctypes.c_int),
         ("eps", ctypes.c_double),
@@ -112,6 +125,20 @@ def load_library(path=None):
         function.argtypes = [pointer, int64, pointer, int64, int64, int64,
                              ctypes.POINTER(_Options), double_p, pointer, int64, pointer, int64]
         function.restype = ctypes.c_int
+    for name in ("lskd_kd_weighted_f32", "lskd_kd_weighted_f64"):
+        function = getattr(library, name)
+        function.argtypes = [pointer, int64, pointer, int64, int64, int64,
+                             ctypes.POINTER(_Options), pointer, ctypes.c_double, double_p,
+                             pointer, int64, pointer, int64, double_p]
+        function.restype = ctypes.c_int
+    for name in ("lskd_dkd_f32", "lskd_dkd_f64"):
+        function = getattr(library, name)
+        function.argtypes = [pointer, int64, pointer, int64, int64, int64,
+                             ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(_DkdOptions),
+                             double_p, pointer, int64, pointer, int64, double_p]
+        function.restype = ctypes.c_int
+    library.lskd_dkd_options_init.argtypes = [ctypes.POINTER(_DkdOptions)]
+    library.lskd_dkd_options_init.restype = None
     for name in ("lskd_last_error", "lskd_simd_arch", "lskd_version"):
         getattr(library, name).argtypes = []
         getattr(library, name).restype = ctypes.c_char_p
@@ -224,6 +251,106 @@ def kd_loss(student, teacher, *, temperature=2.0, standardize=True, ddof=1, eps=
     if code != _OK:
         _raise_for(code, library)
     return losses if reduction == "none" else float(losses[0])
+
+
+def _gradient_outputs(student, grad_student, grad_teacher):
+    """(pointer, leading dimension) of each gradient array, or (None, 0)."""
+    outputs = []
+    for name, array in (("grad_student", grad_student), ("grad_teacher", grad_teacher)):
+        if array is None:
+            outputs.append((None, 0))
+        else:
+            ld = _check_matrix(name, array, dtype=student.dtype, shape=student.shape,
+                               writeable=True)
+            outputs.append((array.ctypes.data, ld))
+    return outputs
+
+
+def _check_vector(name, values, dtype, length):
+    """`values` as a contiguous 1-D array of `dtype` and `length` (a copy only if needed: these
+    are per-row values, not logits)."""
+    array = np.ascontiguousarray(values, dtype=dtype)
+    if array.shape != (length,):
+        raise ValueError(f"'{name}' must have shape ({length},) (one value per row); got "
+                         f"{array.shape}")
+    return array
+
+
+def kd_loss_weighted(student, teacher, row_weights=None, *, normalizer=0.0, temperature=2.0,
+                     standardize=True, ddof=1, eps=1e-7, reduction="batchmean",
+                     scale_by_t2=True, grad_student=None, grad_teacher=None,
+                     return_grad_temperature=False):
+    """kd_loss() over weighted rows (lskd_kd_weighted_f32/f64).
+
+    `row_weights`: None (all 1) or one finite value >= 0 per row (converted to the logits'
+    dtype); a row of weight 0 is not read and gets a zero gradient. `normalizer` > 0 is what
+    "batchmean" divides the weighted sum by (0: the sum of the weights). With "none" the result
+    holds weight * loss per row. With `return_grad_temperature` the result is (loss,
+    d(loss)/d(temperature)).
+    """
+    library = load_library()
+    ld_student = _check_matrix("student", student)
+    ld_teacher = _check_matrix("teacher", teacher, dtype=student.dtype, shape=student.shape)
+    (gs_pointer, gs_ld), (gt_pointer, gt_ld) = _gradient_outputs(student, grad_student,
+                                                                 grad_teacher)
+    rows, cols = student.shape
+    weights = None if row_weights is None else _check_vector("row_weights", row_weights,
+                                                              student.dtype, rows)
+    options = _options(temperature, standardize, ddof, eps, reduction, scale_by_t2)
+    losses = np.empty(rows if reduction == "none" else 1, dtype=np.float64)
+    tau = ctypes.c_double(0.0)
+    function = (library.lskd_kd_weighted_f32 if student.dtype == np.float32
+                else library.lskd_kd_weighted_f64)
+    code = function(student.ctypes.data, ld_student, teacher.ctypes.data, ld_teacher, rows, cols,
+                    ctypes.byref(options), None if weights is None else weights.ctypes.data,
+                    float(normalizer), losses.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                    gs_pointer, gs_ld, gt_pointer, gt_ld,
+                    ctypes.byref(tau) if return_grad_temperature else None)
+    if code != _OK:
+        _raise_for(code, library)
+    loss = losses if reduction == "none" else float(losses[0])
+    return (loss, tau.value) if return_grad_temperature else loss
+
+
+def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
+             standardize=False, ddof=1, eps=1e-7, reduction="batchmean", scale_by_t2=True,
+             grad_student=None, grad_teacher=None, return_grad_temperature=False):
+    """The DKD loss (lskd_dkd_f32/f64) of `student` against `teacher` logits given each row's
+    true class in `targets` (one integer per row, converted to int64). The defaults are the DKD
+    paper's; standardize=True gives DKD with logit standardization. Outputs and the result as
+    in kd_loss_weighted().
+    """
+    library = load_library()
+    ld_student = _check_matrix("student", student)
+    ld_teacher = _check_matrix("teacher", teacher, dtype=student.dtype, shape=student.shape)
+    (gs_pointer, gs_ld), (gt_pointer, gt_ld) = _gradient_outputs(student, grad_student,
+                                                                 grad_teacher)
+    rows, cols = student.shape
+    target_array = _check_vector("targets", targets, np.int64, rows)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
+    options = _DkdOptions()
+    library.lskd_dkd_options_init(ctypes.byref(options))
+    options.temperature = float(temperature)
+    options.alpha = float(alpha)
+    options.beta = float(beta)
+    options.standardize = 1 if standardize else 0
+    options.ddof = int(ddof)
+    options.eps = float(eps)
+    options.reduction = _REDUCTIONS[reduction]
+    options.scale_by_t2 = 1 if scale_by_t2 else 0
+    losses = np.empty(rows if reduction == "none" else 1, dtype=np.float64)
+    tau = ctypes.c_double(0.0)
+    function = library.lskd_dkd_f32 if student.dtype == np.float32 else library.lskd_dkd_f64
+    code = function(student.ctypes.data, ld_student, teacher.ctypes.data, ld_teacher, rows, cols,
+                    target_array.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
+                    ctypes.byref(options), losses.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                    gs_pointer, gs_ld, gt_pointer, gt_ld,
+                    ctypes.byref(tau) if return_grad_temperature else None)
+    if code != _OK:
+        _raise_for(code, library)
+    loss = losses if reduction == "none" else float(losses[0])
+    return (loss, tau.value) if return_grad_temperature else loss
 
 
 def kd_loss_and_grad(student, teacher, *, teacher_grad=False, **options):

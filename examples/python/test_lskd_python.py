@@ -186,6 +186,120 @@ class BadInputs(unittest.TestCase):
             lskd_ctypes.kd_loss(self.student, self.teacher, ddof=3)
 
 
+def dkd_reference(student, teacher, targets, temperature, alpha, beta, standardize):
+    """DKD (Zhao et al., CVPR 2022) in float64 with autograd, batchmean: (loss, grad_student,
+    grad_teacher); the target class is left out of the non-target softmax exactly."""
+    s = torch.tensor(student, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(teacher, dtype=torch.float64, requires_grad=True)
+
+    def normalize(logit):
+        if not standardize:
+            return logit
+        return (logit - logit.mean(dim=-1, keepdims=True)) / (1e-7 + logit.std(dim=-1,
+                                                                                keepdims=True))
+
+    zs, zt = normalize(s) / temperature, normalize(t) / temperature
+    target = torch.as_tensor(targets, dtype=torch.int64)
+    mask = F.one_hot(target, zs.shape[1]).bool()
+    ps, pt = F.softmax(zs, dim=1), F.softmax(zt, dim=1)
+    ps_k, pt_k = ps[mask], pt[mask]
+    tckd = pt_k * torch.log(pt_k / ps_k) + (1 - pt_k) * torch.log((1 - pt_k) / (1 - ps_k))
+    # The target filled with a large finite value rather than -inf, whose 0 * inf would make
+    # autograd's gradients NaN: exp(-1e4) is exactly 0 in float64.
+    log_qs = F.log_softmax(zs.masked_fill(mask, -1e4), dim=1)
+    log_qt = F.log_softmax(zt.masked_fill(mask, -1e4), dim=1)
+    nckd = (log_qt.exp() * (log_qt - log_qs)).sum(1)
+    loss = (temperature ** 2 * (alpha * tckd + beta * nckd)).mean()
+    loss.backward()
+    return loss.item(), s.grad.numpy(), t.grad.numpy()
+
+
+class BeyondPlainKD(unittest.TestCase):
+    """lskd_ctypes.kd_loss_weighted and dkd_loss."""
+
+    def setUp(self):
+        rng = np.random.default_rng(7)
+        self.student = logits(rng, 6, 11, np.float64, 2.0)
+        self.teacher = logits(rng, 6, 11, np.float64, 3.0)
+
+    def test_weighted_ones_is_plain(self):
+        for dtype in (np.float64, np.float32):
+            s, t = self.student.astype(dtype), self.teacher.astype(dtype)
+            for reduction in ("batchmean", "sum", "none"):
+                plain, gs, _ = lskd_ctypes.kd_loss_and_grad(s, t, reduction=reduction)
+                grad = np.empty_like(s)
+                weighted = lskd_ctypes.kd_loss_weighted(s, t, np.ones(6), reduction=reduction,
+                                                        grad_student=grad)
+                np.testing.assert_allclose(weighted, plain, rtol=1e-6 if dtype == np.float32
+                                           else 1e-13)
+                np.testing.assert_allclose(grad, gs, rtol=1e-5, atol=1e-7)
+
+    def test_weighted_rows_and_normalizer(self):
+        weights = np.array([1.0, 0.0, 2.0, 0.5, 1.0, 0.0])
+        student = self.student.copy()
+        student[1, 4] = np.nan  # weight 0: not read
+        rows = lskd_ctypes.kd_loss(self.student, self.teacher, reduction="none")
+        grad = np.full_like(student, 3.0)
+        loss = lskd_ctypes.kd_loss_weighted(student, self.teacher, weights, grad_student=grad)
+        self.assertAlmostEqual(loss, float(weights @ rows / weights.sum()), places=12)
+        self.assertTrue(np.all(grad[1] == 0) and np.all(grad[5] == 0))
+        loss = lskd_ctypes.kd_loss_weighted(student, self.teacher, weights, normalizer=10.0)
+        self.assertAlmostEqual(loss, float(weights @ rows / 10.0), places=12)
+        per_row = lskd_ctypes.kd_loss_weighted(student, self.teacher, weights, reduction="none")
+        np.testing.assert_allclose(per_row, weights * rows, rtol=1e-13, atol=0)
+
+    def test_weighted_grad_temperature(self):
+        loss, dtau = lskd_ctypes.kd_loss_weighted(self.student, self.teacher, temperature=3.0,
+                                                  return_grad_temperature=True)
+        h = 1e-5
+        up = lskd_ctypes.kd_loss(self.student, self.teacher, temperature=3.0 + h)
+        down = lskd_ctypes.kd_loss(self.student, self.teacher, temperature=3.0 - h)
+        self.assertAlmostEqual(dtau, (up - down) / (2 * h), delta=1e-7 * (1 + abs(dtau)))
+
+    def test_weighted_errors(self):
+        grad = np.full_like(self.student, 5.0)
+        with self.assertRaisesRegex(lskd_ctypes.LskdInvalidArgument,
+                                    "lskd_kd_weighted_f64: 'row_weights' \\[2\\]"):
+            lskd_ctypes.kd_loss_weighted(self.student, self.teacher, [1, 1, -1, 1, 1, 1],
+                                         grad_student=grad)
+        self.assertTrue(np.all(grad == 5.0), "an output was written on failure")
+        with self.assertRaisesRegex(ValueError, "'row_weights' must have shape"):
+            lskd_ctypes.kd_loss_weighted(self.student, self.teacher, [1, 1])
+
+    def test_dkd_against_torch(self):
+        targets = np.array([0, 10, 3, 3, 7, 1])
+        for standardize in (False, True):
+            for dtype, tolerance in ((np.float64, 1e-10), (np.float32, 5e-5)):
+                s, t = self.student.astype(dtype), self.teacher.astype(dtype)
+                expected, expected_gs, expected_gt = dkd_reference(
+                    s.astype(np.float64), t.astype(np.float64), targets, 4.0, 1.0, 8.0,
+                    standardize)
+                gs, gt = np.empty_like(s), np.empty_like(t)
+                loss, dtau = lskd_ctypes.dkd_loss(s, t, targets, standardize=standardize,
+                                                  grad_student=gs, grad_teacher=gt,
+                                                  return_grad_temperature=True)
+                self.assertLessEqual(abs(loss - expected), tolerance * max(abs(expected), 1))
+                for got, want in ((gs, expected_gs), (gt, expected_gt)):
+                    scale = max(np.max(np.abs(want)), 1e-3)
+                    self.assertLessEqual(np.max(np.abs(got - want)), tolerance * scale)
+                if dtype == np.float64:
+                    h = 1e-5
+                    up = dkd_reference(s, t, targets, 4.0 + h, 1.0, 8.0, standardize)[0]
+                    down = dkd_reference(s, t, targets, 4.0 - h, 1.0, 8.0, standardize)[0]
+                    self.assertAlmostEqual(dtau, (up - down) / (2 * h),
+                                           delta=1e-6 * (1 + abs(dtau)))
+
+    def test_dkd_errors(self):
+        grad = np.full_like(self.student, 5.0)
+        with self.assertRaisesRegex(lskd_ctypes.LskdInvalidArgument,
+                                    "lskd_dkd_f64: 'targets' \\[4\\] \\(row 4\\)"):
+            lskd_ctypes.dkd_loss(self.student, self.teacher, [0, 1, 2, 3, 11, 0],
+                                 grad_student=grad)
+        self.assertTrue(np.all(grad == 5.0), "an output was written on failure")
+        with self.assertRaisesRegex(lskd_ctypes.LskdInvalidArgument, "'beta'"):
+            lskd_ctypes.dkd_loss(self.student, self.teacher, [0] * 6, beta=-1.0)
+
+
 class AutogradFunction(unittest.TestCase):
     def test_parity_and_backward(self):
         for dtype, tolerance in ((torch.float64, 1e-10), (torch.float32, 5e-5)):
