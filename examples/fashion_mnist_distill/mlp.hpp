@@ -91,6 +91,13 @@ class mlp {
     }
   }
 
+  /// Number of weights and biases.
+  Eigen::Index parameter_count() const {
+    Eigen::Index count = 0;
+    for (const dense_layer& layer : layers_) count += layer.weight.size() + layer.bias.size();
+    return count;
+  }
+
   /// Inference on `input`, processed in chunks of rows to bound the memory of activations.
   matrix predict(const matrix& input, Eigen::Index chunk_rows = 2000) const {
     matrix logits(input.rows(), layers_.back().weight.cols());
