@@ -6,6 +6,7 @@
 /// classic KD: forward, and the fused forward and analytic gradient.
 
 #include <lskd/config.hpp>
+#include <lskd/detail/kd_coefficients.hpp>
 #include <lskd/detail/parallel.hpp>
 #include <lskd/detail/row_driver.hpp>
 #include <lskd/detail/row_sources.hpp>
@@ -578,10 +579,8 @@ class kd_loss {
     const double zt = sums[1];
     const double kl = kl_divergence(zs, zt, sums[2]);
 
-    // Teacher: h_j = (f / tau) p_t,j (d_j - KL), with d_j = ut_j - us_j + dlog, and the sum
-    // h . v^ = f (sum p_t d ut - KL sum p_t ut) for the path through the teacher's std.
-    const double dlog = std::log(zs) - std::log(zt);
-    const double through_std = factor * (sums[6] / zt + (dlog - kl) * sums[5] / zt);
+    // Teacher: h . v^, for the path through the teacher's std.
+    const double through_std = detail::teacher_through_std(zs, zt, kl, sums[5], sums[6], factor);
 
     // d(f KL)/d(tau) = f' KL - (f / tau)(S_s + S_t), S_s = g.z^ / f, S_t = h.v^ / f: KL depends
     // on tau through z^ / tau and v^ / tau (docs/beyond.md).
@@ -591,11 +590,8 @@ class kd_loss {
       *grad_tau = weight * (slope * kl - (factor * student_sum + through_std) / tau);
     }
     if (grad_student == nullptr && grad_teacher == nullptr) return factor * kl;
-    const double std_term = o.standardize && t.std > 0.0 ? weight * through_std / (degrees * t.std)
-                                                         : 0.0;
-    const detail::teacher_grad_coeffs<T> tc = strip_teacher(
-        {static_cast<T>(weight * factor / (tau * t.divisor * zt)), static_cast<T>(dlog - kl),
-         static_cast<T>(std_term * tau), static_cast<T>(std_term * t.offset)});
+    const detail::teacher_grad_coeffs<T> tc = strip_teacher(detail::teacher_coefficients(
+        zs, zt, kl, through_std, t, o.standardize, tau, factor, weight, degrees));
 
     if (grad_teacher == nullptr) {
       // Only the temperature's gradient needed the teacher's sums.
@@ -622,27 +618,16 @@ class kd_loss {
     return factor * kl;
   }
 
-  /// KL(p_t || p_s) from the exp sweep: with u <= 0 shifted by each row's max,
-  /// KL = sum et (ut - us) / Zt + log Zs - log Zt.
   static double kl_divergence(double zs, double zt, double k) {
-    return k / zt + std::log(zs) - std::log(zt);
+    return detail::kl_from_sums(zs, zt, k);
   }
 
-  /// Student: g_j = (f / tau)(p_s,j - p_t,j) is the gradient at the Z-score; through the mean
-  /// and std, dx_j = g_j / (std + eps) - z_j (g . z) / ((n - ddof) std), where
-  /// g . z = f (sum p_s us - sum p_t us) and z_j = tau us_j + offset.
   detail::student_grad_coeffs<T> student_coefficients(double zs, double zt, double ms, double mt,
                                                       const detail::row_standardization<T>& s,
                                                       double factor, double weight,
                                                       double degrees) const {
-    const double tau = options_.temperature;
-    const double through_std = factor * (ms / zs - mt / zt);
-    const double std_term = options_.standardize && s.std > 0.0
-                                ? weight * through_std / (degrees * s.std)
-                                : 0.0;
-    const double softmax_scale = weight * factor / (tau * s.divisor);
-    return {static_cast<T>(softmax_scale / zs), static_cast<T>(softmax_scale / zt),
-            static_cast<T>(std_term * tau), static_cast<T>(std_term * s.offset)};
+    return detail::student_coefficients(zs, zt, ms, mt, s, options_.standardize,
+                                        options_.temperature, factor, weight, degrees);
   }
 
   kd_options options_;

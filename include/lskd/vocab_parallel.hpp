@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <lskd/config.hpp>
+#include <lskd/detail/kd_coefficients.hpp>
 #include <lskd/detail/parallel.hpp>
 #include <lskd/detail/row_driver.hpp>
 #include <lskd/detail/vocab_parallel_kernels.hpp>
@@ -505,48 +506,34 @@ class vocab_parallel_kd_loss {
     return (options_.scale_by_t2 ? tau * tau : 1.0) * kl_divergence(sum);
   }
 
-  /// KL = K / Zt + log Zs - log Zt.
   static double kl_divergence(const vocab_row_sums& sum) {
-    return sum.k / sum.z_teacher + std::log(sum.z_student) - std::log(sum.z_teacher);
+    return detail::kl_from_sums(sum.z_student, sum.z_teacher, sum.k);
   }
 
-  /// dx = a es - b et - (d us + e); see kd_loss and docs/math.md.
+  /// dx = a es - b et - (d us + e); see detail/kd_coefficients.hpp.
   detail::student_grad_coeffs<T> student_coefficients(const vocab_row_sums& sum,
                                                       const detail::row_standardization<T>& s,
                                                       double factor, double weight,
                                                       double degrees) const {
-    const double tau = options_.temperature;
-    const double zs = sum.z_student;
-    const double zt = sum.z_teacher;
-    const double through_std = factor * (sum.m_student / zs - sum.m_teacher / zt);
-    const double std_term =
-        options_.standardize && s.std > 0.0 ? weight * through_std / (degrees * s.std) : 0.0;
-    const double softmax_scale = weight * factor / (tau * s.divisor);
-    return {static_cast<T>(softmax_scale / zs), static_cast<T>(softmax_scale / zt),
-            static_cast<T>(std_term * tau), static_cast<T>(std_term * s.offset)};
+    return detail::student_coefficients(sum.z_student, sum.z_teacher, sum.m_student,
+                                        sum.m_teacher, s, options_.standardize,
+                                        options_.temperature, factor, weight, degrees);
   }
 
-  /// h . v^ = f (Pt / Zt + (dlog - KL) Nt / Zt): the teacher's gradient at its Z-score dotted
-  /// with the Z-score, for the path through the teacher's std.
   static double teacher_through_std(const vocab_row_sums& sum, double kl, double factor) {
-    const double dlog = std::log(sum.z_student) - std::log(sum.z_teacher);
-    return factor * (sum.p_teacher / sum.z_teacher + (dlog - kl) * sum.n_teacher / sum.z_teacher);
+    return detail::teacher_through_std(sum.z_student, sum.z_teacher, kl, sum.n_teacher,
+                                       sum.p_teacher, factor);
   }
 
-  /// dv = f et (ut - us + g) - (h ut + i); see kd_loss and docs/math.md.
+  /// dv = f et (ut - us + g) - (h ut + i); see detail/kd_coefficients.hpp.
   detail::teacher_grad_coeffs<T> teacher_coefficients(const vocab_row_sums& sum,
                                                       const detail::row_standardization<T>& t,
                                                       double kl, double factor, double weight,
                                                       double degrees) const {
-    const double tau = options_.temperature;
-    const double zs = sum.z_student;
-    const double zt = sum.z_teacher;
-    const double dlog = std::log(zs) - std::log(zt);
-    const double through_std = teacher_through_std(sum, kl, factor);
-    const double std_term =
-        options_.standardize && t.std > 0.0 ? weight * through_std / (degrees * t.std) : 0.0;
-    return {static_cast<T>(weight * factor / (tau * t.divisor * zt)), static_cast<T>(dlog - kl),
-            static_cast<T>(std_term * tau), static_cast<T>(std_term * t.offset)};
+    return detail::teacher_coefficients(sum.z_student, sum.z_teacher, kl,
+                                        teacher_through_std(sum, kl, factor), t,
+                                        options_.standardize, options_.temperature, factor,
+                                        weight, degrees);
   }
 
   /// Rows combined in index order, in double, as kd_loss does.
