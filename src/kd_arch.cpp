@@ -262,7 +262,8 @@ int run_request(const lskd_c_detail::request& q) {
 }  // namespace c_api
 LSKD_NAMESPACE_END
 
-int LSKD_C_PASTE(lskd_detail_request_, LSKD_DISPATCH_SUFFIX)(const lskd_c_detail::request& request) {
+int LSKD_C_PASTE(lskd_detail_request_,
+                 LSKD_DISPATCH_SUFFIX)(const lskd_c_detail::request& request) {
   return lskd::c_api::run_request(request);
 }
 

@@ -3,11 +3,12 @@
 
 // Internal to liblskd_c: the per-instruction-set entry points that c_api.cpp dispatches to.
 // kd_arch.cpp is compiled once per architecture (see lskd_add_dispatch_objects), each time
-// with its own -m flags, lskd namespace and LSKD_DISPATCH_SUFFIX, and defines the two
-// functions of its suffix. They have the signature of the C functions, with `options` never
-// null, and throw std::invalid_argument / std::domain_error / std::bad_alloc on failure;
-// c_api.cpp turns exceptions into error codes. They are C++ functions (extern "C++") and
-// hidden: only the C API is exported.
+// with its own -m flags, lskd namespace and LSKD_DISPATCH_SUFFIX, and defines the three
+// functions of its suffix: lskd_detail_kd_f32/f64_<suffix>, with the signature of the C
+// functions and `options` never null, and lskd_detail_request_<suffix>, which runs the losses
+// beyond plain KD from a request (below). They throw std::invalid_argument /
+// std::domain_error / std::bad_alloc on failure; c_api.cpp turns exceptions into error codes.
+// They are C++ functions (extern "C++") and hidden: only the C API is exported.
 
 #include <lskd/c_api.h>
 
@@ -43,9 +44,9 @@ struct request {
   const lskd_dkd_options* dkd = nullptr;  // never null for dkd
   const void* row_weights = nullptr;      // kd_weighted: T (float for 16-bit logits)
   double normalizer = 0.0;
-  const std::int64_t* targets = nullptr;       // dkd
-  const double* class_weights = nullptr;       // kd_class_weighted: `cols` values
-  const double* temperatures = nullptr;        // multi_temperature
+  const std::int64_t* targets = nullptr;  // dkd
+  const double* class_weights = nullptr;  // kd_class_weighted: `cols` values
+  const double* temperatures = nullptr;   // multi_temperature
   std::int64_t temperature_count = 0;
   double* loss = nullptr;
   void* grad_student = nullptr;  // T, or float for 16-bit logits

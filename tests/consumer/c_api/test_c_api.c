@@ -488,10 +488,10 @@ static void check_weighted(unsigned seed) {
                 "%s", lskd_last_error());
           for (int c = 0; c < xn; ++c) {
             const double e = w[r] / divisor * row_grad[c], et = w[r] / divisor * row_grad_t[c];
-            CHECK(fabs(gsw[r * xn + c] - e) < 1e-13 * (1 + fabs(e)), "row %d class %d: %.17g vs %.17g",
-                  r, c, gsw[r * xn + c], e);
-            CHECK(fabs(gtw[r * xn + c] - et) < 1e-13 * (1 + fabs(et)), "row %d class %d (teacher)", r,
-                  c);
+            CHECK(fabs(gsw[r * xn + c] - e) < 1e-13 * (1 + fabs(e)),
+                  "row %d class %d: %.17g vs %.17g", r, c, gsw[r * xn + c], e);
+            CHECK(fabs(gtw[r * xn + c] - et) < 1e-13 * (1 + fabs(et)),
+                  "row %d class %d (teacher)", r, c);
           }
         }
       }
@@ -787,8 +787,8 @@ static void check_multi_temperature(unsigned seed) {
                                       0, NULL, 0, tau32) == LSKD_OK,
         "%s", lskd_last_error());
   CHECK(rel_diff(loss32, loss) < 1e-5, "multi-T f32 %.9g vs %.9g", loss32, loss);
-  CHECK(fabs(tau32[1] - tau_grads[1]) < 1e-4 * (1 + fabs(tau_grads[1])), "multi-T f32 dtau %.9g vs %.9g",
-        tau32[1], tau_grads[1]);
+  CHECK(fabs(tau32[1] - tau_grads[1]) < 1e-4 * (1 + fabs(tau_grads[1])),
+        "multi-T f32 dtau %.9g vs %.9g", tau32[1], tau_grads[1]);
 }
 
 /* 16-bit logits: exactly lskd_kd_weighted_f32 on the converted values. */
@@ -1046,6 +1046,22 @@ static int check_forced_arch(void) {
     CHECK(code == LSKD_ERROR_INVALID_ARGUMENT, "code %d", code);
     CHECK(strstr(lskd_last_error(), "LSKD_ARCH") != NULL, "message '%s'", lskd_last_error());
     CHECK(loss == -42, "%s", "loss written");
+    /* The entry points beyond plain KD dispatch the same way. */
+    {
+      const int64_t target = 1;
+      double tau = -42;
+      CHECK(lskd_dkd_f64(s, 2, s, 2, 1, 2, &target, NULL, &loss, NULL, 0, NULL, 0, &tau) ==
+                LSKD_ERROR_INVALID_ARGUMENT,
+            "%s", "lskd_dkd_f64 under a refused LSKD_ARCH");
+      CHECK(strstr(lskd_last_error(), "lskd_dkd_f64: ") == lskd_last_error() &&
+                strstr(lskd_last_error(), "LSKD_ARCH") != NULL,
+            "message '%s'", lskd_last_error());
+      CHECK(loss == -42 && tau == -42, "%s", "lskd_dkd_f64 wrote an output");
+    }
+    const int code_weighted =
+        lskd_kd_weighted_f64(s, 2, s, 2, 1, 2, NULL, NULL, 0, &loss, NULL, 0, NULL, 0, NULL);
+    CHECK(code_weighted == LSKD_ERROR_INVALID_ARGUMENT, "lskd_kd_weighted_f64: code %d",
+          code_weighted);
     printf("refused as expected: %s\n", lskd_last_error());
     if (failures == 0 && known) {
       printf("SKIPPED: this CPU lacks %s\n", requested);
