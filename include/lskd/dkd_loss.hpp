@@ -114,7 +114,7 @@ class dkd_loss {
                           const std::int64_t* targets, matrix_view<T> grad_student,
                           matrix_view<T> grad_teacher = {}, double* row_losses = nullptr,
                           double* grad_temperature = nullptr) const {
-    check_some_gradient(grad_student, grad_teacher, grad_temperature);
+    check_some_gradient(grad_student, grad_teacher, grad_temperature, student.rows());
     return run(student, teacher, targets, {}, grad_student, grad_teacher, grad_temperature,
                row_losses);
   }
@@ -125,7 +125,7 @@ class dkd_loss {
                           matrix_view<T> grad_student, matrix_view<T> grad_teacher = {},
                           double* row_losses = nullptr,
                           double* grad_temperature = nullptr) const {
-    check_some_gradient(grad_student, grad_teacher, grad_temperature);
+    check_some_gradient(grad_student, grad_teacher, grad_temperature, student.rows());
     return run(student, teacher, targets, weights, grad_student, grad_teacher, grad_temperature,
                row_losses);
   }
@@ -143,9 +143,11 @@ class dkd_loss {
     double grad_temperature;
   };
 
+  /// With rows = 0 an empty gradient view is also a valid view of no rows: no error then.
   static void check_some_gradient(const matrix_view<T>& grad_student,
-                                  const matrix_view<T>& grad_teacher, const double* grad_tau) {
-    if (grad_student.empty() && grad_teacher.empty() && grad_tau == nullptr) {
+                                  const matrix_view<T>& grad_teacher, const double* grad_tau,
+                                  index rows = 1) {
+    if (rows > 0 && grad_student.empty() && grad_teacher.empty() && grad_tau == nullptr) {
       detail::throw_invalid(name, "'grad_student', 'grad_teacher' and 'grad_temperature' are "
                                   "all empty; call forward() for the loss alone");
     }
