@@ -22,8 +22,10 @@ if(NOT result EQUAL 0)
   message(FATAL_ERROR "nm failed on ${LIBRARY}")
 endif()
 string(REGEX MATCHALL "[^\n]+" lines "${symbols}")
-set(expected lskd_kd_f32 lskd_kd_f64 lskd_kd_options_init lskd_last_error lskd_simd_arch
-  lskd_version)
+set(expected lskd_dkd_f32 lskd_dkd_f64 lskd_dkd_options_init lskd_kd_bf16
+  lskd_kd_class_weighted_f32 lskd_kd_class_weighted_f64 lskd_kd_f16 lskd_kd_f32 lskd_kd_f64
+  lskd_kd_options_init lskd_kd_weighted_f32 lskd_kd_weighted_f64 lskd_last_error
+  lskd_multi_temperature_kd_f32 lskd_multi_temperature_kd_f64 lskd_simd_arch lskd_version)
 set(exported "")
 foreach(line IN LISTS lines)
   string(REGEX REPLACE "^.* " "" name "${line}")
