@@ -75,6 +75,20 @@ int run_kd(const T* student, std::int64_t ld_student, const T* teacher, std::int
   // everything has succeeded; otherwise the reduced loss is written here, after the call.
   const bool per_row = options.reduction == reduction::none;
   double* row_losses = per_row ? loss : nullptr;
+  const bool shapes_valid = rows > 0 && cols > 0 && ld_student >= cols && ld_teacher >= cols &&
+                            (grad_student == nullptr || ld_grad_student >= cols) &&
+                            (grad_teacher == nullptr || ld_grad_teacher >= cols);
+  if (!per_row && shapes_valid) {  // (invalid shapes are reported by kd_loss itself)
+    // The reduced loss is a double the functor never sees: it must not lie inside any of the
+    // buffers either (with reduction::none the functor checks `loss` itself).
+    const matrix_view<const double> loss_view(loss, 1, 1);
+    detail::check_no_overlap("lskd::kd_loss", "loss", loss_view, "student", student_view, false);
+    detail::check_no_overlap("lskd::kd_loss", "loss", loss_view, "teacher", teacher_view, false);
+    detail::check_no_overlap("lskd::kd_loss", "loss", loss_view, "grad_student",
+                             grad_student_view, false);
+    detail::check_no_overlap("lskd::kd_loss", "loss", loss_view, "grad_teacher",
+                             grad_teacher_view, false);
+  }
   double total = 0.0;
   if (grad_student == nullptr && grad_teacher == nullptr) {
     total = kd.forward(student_view, teacher_view, row_losses);

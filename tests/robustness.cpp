@@ -368,7 +368,8 @@ TEST_CASE("subnormal and 1e38 logits give finite, scale-invariant results", "[ta
                                                   {grad.data(), rows, cols});
     FAIL("expected a domain_error for a gradient that overflows float");
   } catch (const std::domain_error& error) {
-    CHECK_THAT(error.what(), Catch::Contains("student logits row 0") && Catch::Contains("overflow"));
+    CHECK_THAT(error.what(), Catch::Contains("student logits row 0") &&
+                                 Catch::Contains("could exceed the largest finite value"));
   }
   for (float g : grad) CHECK(g == 7.0f);
   // Classic KD at 1e38: softmax subtracts the max, so nothing overflows.
@@ -404,6 +405,44 @@ TEST_CASE("element counts beyond 32 bits are indexed in 64 bits", "[table]") {
   const double dense = kd.forward({packed.data(), rows, cols}, {teacher.data(), rows, cols});
   munmap(memory, bytes);
   CHECK(sparse == dense);
+}
+
+TEST_CASE("a single row longer than the address space is refused, not read", "[table]") {
+  const float value = 0.0f;
+  const index_t huge = std::numeric_limits<index_t>::max() / 4;
+  expect_refused<std::invalid_argument>(
+      [&] { lskd::kd_loss<float>{}.forward({&value, 1, huge, huge}, {&value, 1, huge, huge}); },
+      {"'student'", "address space"});
+}
+
+TEST_CASE("the temperature gradient is not written when the call fails", "[table]") {
+  auto student = random_logits(2, 5, 31);
+  const auto teacher = random_logits(2, 5, 32);
+  student[7] = std::nan("");
+  double grad_temperature = 777.0;
+  std::vector<double> grad(student.size(), 7.0);
+  expect_refused<std::domain_error>(
+      [&] {
+        lskd::kd_loss<double>{}.forward_backward({student.data(), 2, 5}, {teacher.data(), 2, 5},
+                                                 {grad.data(), 2, 5}, {}, nullptr,
+                                                 &grad_temperature);
+      },
+      {"row 1", "NaN"}, {&grad});
+  CHECK(grad_temperature == 777.0);
+}
+
+TEST_CASE("a large row weight that batchmean divides away is not mistaken for overflow", "[table]") {
+  const auto student = random_logits(1, 6, 33);
+  const auto teacher = random_logits(1, 6, 34);
+  const double weights[] = {1e300};
+  std::vector<double> grad(6), plain(6);
+  const lskd::kd_loss<double> kd;
+  const double weighted = kd.forward_backward({student.data(), 1, 6}, {teacher.data(), 1, 6},
+                                              {weights}, {grad.data(), 1, 6});
+  const double unweighted = kd.forward_backward({student.data(), 1, 6}, {teacher.data(), 1, 6},
+                                                {plain.data(), 1, 6});
+  CHECK(weighted == Approx(unweighted).epsilon(1e-14));
+  for (std::size_t k = 0; k < grad.size(); ++k) CHECK(grad[k] == Approx(plain[k]).epsilon(1e-13));
 }
 
 TEST_CASE("a view larger than the address space is refused", "[table]") {

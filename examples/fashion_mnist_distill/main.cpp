@@ -39,8 +39,8 @@ namespace fmd {
 
 /// Everything the command line can set.
 struct config {
-  int epochs_teacher = 20;
-  int epochs_student = 30;
+  int epochs_teacher = 10;
+  int epochs_student = 15;
   int seeds = 3;
   std::vector<int> teacher_hidden{1024, 1024};
   std::vector<int> student_hidden{32};

@@ -232,7 +232,7 @@ class kd_loss {
   /// reported whatever the thread count.
   template <class Rows>
   void scan_inputs(const Rows& student, const Rows& teacher, const T* weights,
-                   bool student_gradient, bool teacher_gradient,
+                   double weight_scale, bool student_gradient, bool teacher_gradient,
                    std::vector<detail::row_scan<T>>& student_scans,
                    std::vector<detail::row_scan<T>>& teacher_scans) const {
     const index rows = student.view.rows();
@@ -280,7 +280,9 @@ class kd_loss {
       if (!class_weights_.empty() && student_scans[i].usable < n) {
         check_weighted_classes_left(student.row(r, first), n, r);
       }
-      const double row_weight = weights == nullptr ? 1.0 : static_cast<double>(weights[r]);
+      // The weight the row's gradient is scaled by (after batchmean's division).
+      const double row_weight =
+          weight_scale * (weights == nullptr ? 1.0 : static_cast<double>(weights[r]));
       if (student_gradient) check_gradient_fits(student_scans[i], row_weight, "student logits", r);
       if (teacher_gradient) check_gradient_fits(teacher_scans[i], row_weight, "teacher logits", r);
     }
@@ -302,12 +304,15 @@ class kd_loss {
     const double bound = row_weight * factor * (1.0 + static_cast<double>(scan.usable)) /
                          (spread + options_.eps);
     if (!(bound < 0.25 * static_cast<double>(std::numeric_limits<T>::max()))) {
-      detail::throw_domain(name, std::string(whose) + " row " + std::to_string(row) +
-                                     " varies so little (max - min = " +
-                                     detail::number(static_cast<double>(scan.max) -
-                                                    static_cast<double>(scan.min)) +
-                                     ") that with eps = " + detail::number(options_.eps) +
-                                     " its gradient could overflow; use eps > 0 or a wider type");
+      detail::throw_domain(
+          name, std::string(whose) + " row " + std::to_string(row) +
+                    ": its gradient could exceed the largest finite value of T (a bound of " +
+                    detail::number(bound) + " from temperature " +
+                    detail::number(options_.temperature) + ", eps " +
+                    detail::number(options_.eps) + ", row weight " + detail::number(row_weight) +
+                    " and a spread max - min = " +
+                    detail::number(static_cast<double>(scan.max) - static_cast<double>(scan.min)) +
+                    "); use eps > 0, a smaller temperature or weight, or a wider type");
     }
   }
 
@@ -412,14 +417,10 @@ class kd_loss {
     const index rows = student.view.rows();
     const index n = student.view.cols();
     check_weights(weights, rows);
-    if (grad_temperature != nullptr) *grad_temperature = 0.0;
-    if (rows == 0) return 0.0;
-
-    // Every row is checked before any output is written.
-    std::vector<detail::row_scan<T>> student_scans;
-    std::vector<detail::row_scan<T>> teacher_scans;
-    scan_inputs(student, teacher, weights.weights, !grad_student.empty(), !grad_teacher.empty(),
-                student_scans, teacher_scans);
+    if (rows == 0) {
+      if (grad_temperature != nullptr) *grad_temperature = 0.0;
+      return 0.0;
+    }
 
     // Row r enters the reduced loss as weight_of(r) * loss_r.
     double total_weight = static_cast<double>(rows);
@@ -431,6 +432,12 @@ class kd_loss {
     if (options_.reduction == reduction::batchmean) {
       divisor = weights.normalizer > 0.0 ? weights.normalizer : total_weight;
     }
+
+    // Every row is checked before any output is written.
+    std::vector<detail::row_scan<T>> student_scans;
+    std::vector<detail::row_scan<T>> teacher_scans;
+    scan_inputs(student, teacher, weights.weights, divisor > 0.0 ? 1.0 / divisor : 0.0,
+                !grad_student.empty(), !grad_teacher.empty(), student_scans, teacher_scans);
     const auto weight_of = [&](index r) {
       const double w = weights.weights == nullptr ? 1.0 : static_cast<double>(weights.weights[r]);
       return divisor > 0.0 ? w / divisor : 0.0;  // every row masked: loss 0, gradient 0
@@ -483,7 +490,10 @@ class kd_loss {
       for (index r = 0; r < rows; ++r) row_losses[r] = losses[static_cast<std::size_t>(r)];
     }
     if (grad_temperature != nullptr) {
-      for (double g : tau_grads) *grad_temperature += g;
+      // Written only now, after every row has validated.
+      double sum = 0.0;
+      for (double g : tau_grads) sum += g;
+      *grad_temperature = sum;
     }
     if (options_.reduction != reduction::batchmean) return total;
     return divisor > 0.0 ? total / divisor : 0.0;

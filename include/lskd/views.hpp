@@ -150,8 +150,11 @@ inline void check_view(const char* function, const char* name, const matrix_view
                                 std::to_string(view.rows()) + " rows");
   }
   // (rows - 1) * ld + cols elements of sizeof(T) bytes must be addressable.
-  const index max_elements = std::numeric_limits<index>::max() / static_cast<index>(sizeof(T));
-  if (view.rows() > 1 && (view.rows() - 1) > (max_elements - view.cols()) / view.ld()) {
+  // No process can address more than 2^56 bytes (x86-64 with 5-level paging has 2^56 of
+  // user space; other 64-bit systems less), so a larger extent cannot be a real buffer.
+  const index max_elements = (index{1} << 56) / static_cast<index>(sizeof(T));
+  if (view.cols() > max_elements ||
+      (view.rows() > 1 && (view.rows() - 1) > (max_elements - view.cols()) / view.ld())) {
     throw_invalid(function, quoted(name) + " spans more elements than the address space holds (" +
                                 std::to_string(view.rows()) + " rows, leading dimension " +
                                 std::to_string(view.ld()) + ")");
