@@ -206,24 +206,7 @@ class dkd_loss {
   }
 
   void check_weights(const row_weights<T>& weights, index rows) const {
-    if (!std::isfinite(weights.normalizer) || weights.normalizer < 0.0) {
-      detail::throw_invalid(name, "'normalizer' must be finite and >= 0 (got " +
-                                      detail::number(weights.normalizer) + ")");
-    }
-    if (weights.normalizer > 0.0 && options_.reduction != reduction::batchmean) {
-      detail::throw_invalid(name, std::string("'normalizer' is set but the reduction is ") +
-                                      to_string(options_.reduction) +
-                                      "; only batchmean divides by a normalizer");
-    }
-    if (weights.weights == nullptr) return;
-    for (index r = 0; r < rows; ++r) {
-      const T w = weights.weights[r];
-      if (!std::isfinite(w) || w < T(0)) {
-        detail::throw_invalid(name, "'row_weights' [" + std::to_string(r) + "] is " +
-                                        detail::number(static_cast<double>(w)) +
-                                        "; row weights must be finite and >= 0");
-      }
-    }
+    detail::check_row_weights(name, weights, rows, options_.reduction);
   }
 
   /// Scans both inputs and checks every row of nonzero weight: finite logits, a target in

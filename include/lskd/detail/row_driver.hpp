@@ -7,6 +7,7 @@
 
 #include <lskd/config.hpp>
 #include <lskd/detail/row_kernels.hpp>
+#include <lskd/options.hpp>
 #include <lskd/views.hpp>
 
 #include <cmath>
@@ -29,6 +30,30 @@ inline std::vector<row_scan<T>> scan_rows(const char* function, const char* whos
     }
   }
   return scans;
+}
+
+/// Row weights are finite and >= 0; a normalizer is finite and >= 0, and only batchmean
+/// divides by one. Shared by every loss that takes lskd::row_weights.
+template <class T>
+inline void check_row_weights(const char* function, const row_weights<T>& weights, index rows,
+                              reduction how) {
+  if (!std::isfinite(weights.normalizer) || weights.normalizer < 0.0) {
+    throw_invalid(function, "'normalizer' must be finite and >= 0 (got " +
+                                number(weights.normalizer) + ")");
+  }
+  if (weights.normalizer > 0.0 && how != reduction::batchmean) {
+    throw_invalid(function, std::string("'normalizer' is set but the reduction is ") +
+                                to_string(how) + "; only batchmean divides by a normalizer");
+  }
+  if (weights.weights == nullptr) return;
+  for (index r = 0; r < rows; ++r) {
+    const T w = weights.weights[r];
+    if (!std::isfinite(w) || w < T(0)) {
+      throw_invalid(function, "'row_weights' [" + std::to_string(r) + "] is " +
+                                  number(static_cast<double>(w)) +
+                                  "; row weights must be finite and >= 0");
+    }
+  }
 }
 
 /// The per-row scale (a power of two) for a row whose values lie in [min, max].
