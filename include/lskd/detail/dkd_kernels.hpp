@@ -35,43 +35,22 @@ struct dkd_teacher_coeffs {
   T p, q, h, i;
 };
 
+/// The teacher's gradient element of DKD (kd_grad_sweep finds it by the coefficients' type).
+template <class P, class T>
+inline P teacher_gradient(const P& et, const P& ut, const P& us, const dkd_teacher_coeffs<T>& c) {
+  return mul_add(et, mul_add(P(c.p), ut - us, P(c.q)), -mul_add(P(c.h), ut, P(c.i)));
+}
+
 /// Writes the student and/or teacher gradient of DKD over n non-target classes from the stored
-/// exponentials; the student's has the form of kd_grad_sweep's. Reads every input element
-/// before writing the same index, so a gradient may replace its own logits. With `Masked`,
-/// classes whose student logit is -inf (masked in both) get exactly 0.
+/// exponentials: kd_grad_sweep with DKD's teacher coefficients (the student's has KD's form).
 template <class T, class Arch, bool Student, bool Teacher, bool Masked = false>
 inline void dkd_grad_sweep(const T* student, const T* teacher, const T* student_exps,
                            const T* teacher_exps, index n, const affine<T>& student_map,
                            const affine<T>& teacher_map, const student_grad_coeffs<T>& sc,
                            const dkd_teacher_coeffs<T>& tc, T* grad_student, T* grad_teacher) {
-  for_each_pack<T, Arch>(n, [&](auto tag, index i) {
-    using P = typename decltype(tag)::type;
-    const P x = load_pack<P>(student + i);
-    const P us = exponent_of(x, student_map);
-    const P et = load_pack<P>(teacher_exps + i);
-    const auto finish = [&](const P& gradient) {
-      if constexpr (Masked) {
-        return unless_masked(x, gradient);
-      } else {
-        return gradient;
-      }
-    };
-    if constexpr (Teacher) {
-      const P ut = exponent_of(load_pack<P>(teacher + i), teacher_map);
-      const P dv = mul_add(et, mul_add(P(tc.p), ut - us, P(tc.q)), -mul_add(P(tc.h), ut, P(tc.i)));
-      if constexpr (Student) {
-        const P es = load_pack<P>(student_exps + i);
-        store_pack(grad_student + i, finish(mul_add(P(sc.a), es,
-                                                    -mul_add(P(sc.b), et,
-                                                             mul_add(P(sc.d), us, P(sc.e))))));
-      }
-      store_pack(grad_teacher + i, finish(dv));
-    } else {
-      const P es = load_pack<P>(student_exps + i);
-      store_pack(grad_student + i,
-                 finish(mul_add(P(sc.a), es, -mul_add(P(sc.b), et, mul_add(P(sc.d), us, P(sc.e))))));
-    }
-  });
+  kd_grad_sweep<T, Arch, Student, Teacher, Masked, dkd_teacher_coeffs<T>>(
+      student, teacher, student_exps, teacher_exps, n, student_map, teacher_map, sc, tc,
+      grad_student, grad_teacher);
 }
 
 }  // namespace detail

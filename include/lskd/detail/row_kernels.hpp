@@ -327,15 +327,24 @@ struct teacher_grad_coeffs {
   T f, g, h, i;
 };
 
+/// The teacher's gradient element of plain KD: f * et * (ut - us + g) - (h * ut + i). Other
+/// losses (DKD) overload it for their own coefficient type.
+template <class P, class T>
+inline P teacher_gradient(const P& et, const P& ut, const P& us, const teacher_grad_coeffs<T>& c) {
+  return mul_add(et * P(c.f), ut - us + P(c.g), -mul_add(P(c.h), ut, P(c.i)));
+}
+
 /// Writes the student and/or teacher gradient of one row from the stored exponentials. Reads
 /// every input element before writing the same index, so a gradient may exactly replace its
 /// own logits. With `Masked`, classes whose student logit is -inf (masked in both) get
-/// exactly 0.
-template <class T, class Arch, bool Student, bool Teacher, bool Masked = false>
+/// exactly 0. The teacher's element comes from teacher_gradient(et, ut, us, tc), chosen by
+/// the type of `tc`.
+template <class T, class Arch, bool Student, bool Teacher, bool Masked = false,
+          class TeacherCoeffs = teacher_grad_coeffs<T>>
 inline void kd_grad_sweep(const T* student, const T* teacher, const T* student_exps,
                           const T* teacher_exps, index n, const affine<T>& student_map,
                           const affine<T>& teacher_map, const student_grad_coeffs<T>& sc,
-                          const teacher_grad_coeffs<T>& tc, T* grad_student, T* grad_teacher) {
+                          const TeacherCoeffs& tc, T* grad_student, T* grad_teacher) {
   for_each_pack<T, Arch>(n, [&](auto tag, index i) {
     using P = typename decltype(tag)::type;
     const P x = load_pack<P>(student + i);
@@ -348,20 +357,21 @@ inline void kd_grad_sweep(const T* student, const T* teacher, const T* student_e
         return gradient;
       }
     };
-    if constexpr (Teacher) {
-      const P ut = exponent_of(load_pack<P>(teacher + i), teacher_map);
-      const P weight = et * P(tc.f);
-      const P dv = mul_add(weight, ut - us + P(tc.g), -mul_add(P(tc.h), ut, P(tc.i)));
-      if constexpr (Student) {
-        const P es = load_pack<P>(student_exps + i);
-        const P dx = mul_add(P(sc.a), es, -mul_add(P(sc.b), et, mul_add(P(sc.d), us, P(sc.e))));
-        store_pack(grad_student + i, finish(dx));
-      }
-      store_pack(grad_teacher + i, finish(dv));
-    } else {
+    if constexpr (Student) {
       const P es = load_pack<P>(student_exps + i);
       const P dx = mul_add(P(sc.a), es, -mul_add(P(sc.b), et, mul_add(P(sc.d), us, P(sc.e))));
-      store_pack(grad_student + i, finish(dx));
+      if constexpr (Teacher) {
+        // Both read before either is written: a gradient may replace its own logits.
+        const P dv = teacher_gradient(et, exponent_of(load_pack<P>(teacher + i), teacher_map),
+                                      us, tc);
+        store_pack(grad_student + i, finish(dx));
+        store_pack(grad_teacher + i, finish(dv));
+      } else {
+        store_pack(grad_student + i, finish(dx));
+      }
+    } else if constexpr (Teacher) {
+      const P ut = exponent_of(load_pack<P>(teacher + i), teacher_map);
+      store_pack(grad_teacher + i, finish(teacher_gradient(et, ut, us, tc)));
     }
   });
 }
