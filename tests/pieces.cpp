@@ -409,3 +409,66 @@ TEMPLATE_TEST_CASE("softmax and log_softmax in place give the out-of-place bits"
 }
 
 }  // namespace lskd_test
+
+namespace lskd_test {
+namespace {
+
+/// exp_of on float batches of one architecture against std::exp in double, over every u that
+/// kernels pass it: [exponent_floor, 0]. Returns the largest error in units of the last place
+/// of the true value, for results at or above the smallest normal float; below the cutoff
+/// (about -87) the result must be exactly 0, and above it never 0.
+template <class Arch>
+double exp_of_largest_ulps() {
+  using P = xsimd::batch<float, Arch>;
+  constexpr std::size_t width = P::size;
+  std::vector<float> u;
+  for (float x = 0.0f; x > -100.0f; x -= 0.000371f) u.push_back(x);
+  for (float x : {-0.0f, -1e-30f, -1e-7f, -0.34657359f, -0.34657360f, -87.0f, -87.33654f,
+                  -88.7f, -103.0f, -1e4f, -1e9f, lskd::detail::exponent_floor<float>}) {
+    u.push_back(x);
+  }
+  while (u.size() % width != 0) u.push_back(0.0f);
+  double largest = 0.0;
+  alignas(64) float out[64];
+  for (std::size_t i = 0; i < u.size(); i += width) {
+    lskd::detail::exp_of(P::load_unaligned(&u[i])).store_unaligned(out);
+    for (std::size_t lane = 0; lane < width; ++lane) {
+      const double exact = std::exp(static_cast<double>(u[i + lane]));
+      const float got = out[lane];
+      INFO("u = " << u[i + lane] << ", exp = " << exact << ", got " << got);
+      REQUIRE(std::isfinite(got));
+      if (u[i + lane] < -87.34f) {
+        REQUIRE(got == 0.0f);
+      } else if (u[i + lane] >= -87.0f) {
+        REQUIRE(got > 0.0f);
+        const double ulp = std::ldexp(1.0, std::ilogb(exact) - 23);
+        largest = std::max(largest, std::fabs(static_cast<double>(got) - exact) / ulp);
+      } else {
+        REQUIRE((got == 0.0f || std::fabs(static_cast<double>(got) - exact) <= 2e-7 * exact));
+      }
+    }
+  }
+  return largest;
+}
+
+TEST_CASE("exp_of on float batches is within 2 ulp of exp and exactly 0 below the cutoff",
+          "[pieces][simd]") {
+#if XSIMD_WITH_SSE2
+  CHECK(exp_of_largest_ulps<xsimd::sse2>() <= 2.0);
+#endif
+#if XSIMD_WITH_AVX2 && XSIMD_WITH_FMA3_AVX2
+  CHECK(exp_of_largest_ulps<xsimd::fma3<xsimd::avx2>>() <= 2.0);
+#endif
+#if XSIMD_WITH_AVX512F
+  CHECK(exp_of_largest_ulps<xsimd::avx512f>() <= 2.0);
+#endif
+  if constexpr (!std::is_same<lskd::simd::default_arch, lskd::simd::scalar>::value) {
+    const double ulps = exp_of_largest_ulps<lskd::simd::default_arch>();
+    WARN("exp_of on " << lskd::simd::default_arch::name() << ": largest error " << ulps
+                      << " ulp");
+    CHECK(ulps <= 2.0);
+  }
+}
+
+}  // namespace
+}  // namespace lskd_test

@@ -17,7 +17,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -227,65 +229,82 @@ class kd_loss {
     }
   }
 
-  /// Scans every row of both inputs (in parallel when asked). Rows that hold a non-finite
-  /// value are then classified one by one, in row order, so the first bad row is the one
-  /// reported whatever the thread count.
-  template <class Rows>
-  void scan_inputs(const Rows& student, const Rows& teacher, const T* weights,
-                   double weight_scale, bool student_gradient, bool teacher_gradient,
-                   std::vector<detail::row_scan<T>>& student_scans,
-                   std::vector<detail::row_scan<T>>& teacher_scans) const {
-    const index rows = student.view.rows();
-    const index n = student.view.cols();
-    // Widened rows need a buffer of 2 rows per thread; rows read in place need none.
-    const auto buffer_size = static_cast<std::size_t>(Rows::widens ? 2 * n : 0);
-    student_scans.resize(static_cast<std::size_t>(rows));
-    teacher_scans.resize(static_cast<std::size_t>(rows));
-    detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
-      std::vector<T> buffer(buffer_size);
-      T* const first = Rows::widens ? buffer.data() : nullptr;
-      T* const second = Rows::widens ? buffer.data() + n : nullptr;
-      for (index r = begin; r < end; ++r) {
-        const auto i = static_cast<std::size_t>(r);
-        if (weights != nullptr && weights[r] == T(0)) continue;  // a masked row is not read
-        student_scans[i] = detail::scan_row<T, Arch>(student.row(r, first), n);
-        teacher_scans[i] = detail::scan_row<T, Arch>(teacher.row(r, second), n);
+  /// The smallest row whose validation failed, and its error. Threads validate their own
+  /// ranges and offer their first failure; the smallest row wins, so the error reported is the
+  /// same for any thread count.
+  struct first_failure {
+    std::mutex mutex;
+    index row = -1;
+    std::exception_ptr error;
+    void offer(index r, std::exception_ptr e) {
+      const std::lock_guard<std::mutex> lock(mutex);
+      if (row < 0 || r < row) {
+        row = r;
+        error = std::move(e);
       }
-    });
-    std::vector<T> buffer(buffer_size);
+    }
+  };
+
+  /// Scans and validates rows [begin, end) of both inputs; stops at the range's first bad row
+  /// and offers its error to `failure`. Nothing is written but the scans.
+  template <class Rows>
+  void scan_range(index begin, index end, const Rows& student, const Rows& teacher,
+                  const T* weights, double weight_scale, bool student_gradient,
+                  bool teacher_gradient, std::vector<detail::row_scan<T>>& student_scans,
+                  std::vector<detail::row_scan<T>>& teacher_scans, first_failure& failure) const {
+    const index n = student.view.cols();
+    // Widened rows need a buffer of 2 rows; rows read in place need none.
+    std::vector<T> buffer(static_cast<std::size_t>(Rows::widens ? 2 * n : 0));
     T* const first = Rows::widens ? buffer.data() : nullptr;
     T* const second = Rows::widens ? buffer.data() + n : nullptr;
-    const index needed = options_.standardize ? options_.ddof + 1 : 1;
-    for (index r = 0; r < rows; ++r) {
+    for (index r = begin; r < end; ++r) {
       const auto i = static_cast<std::size_t>(r);
-      if (weights != nullptr && weights[r] == T(0)) continue;
-      if (!student_scans[i].finite || !teacher_scans[i].finite) {
-        classify_masked_classes(student.row(r, first), teacher.row(r, second), n, r,
-                                student_scans[i], teacher_scans[i]);
-      }
-      if (student_scans[i].usable < needed) {
-        detail::throw_domain(name, "row " + std::to_string(r) + " has " +
-                                       std::to_string(student_scans[i].usable) +
-                                       " usable classes (not -inf in both teacher and student); " +
-                                       (options_.standardize ? "its std with ddof = " +
-                                                                   std::to_string(options_.ddof) +
-                                                                   " needs at least "
-                                                             : "the softmax needs at least ") +
-                                       std::to_string(needed));
-      }
-      if (options_.standardize && options_.eps == 0.0) {
-        check_not_constant(student_scans[i], "student logits", r);
-        check_not_constant(teacher_scans[i], "teacher logits", r);
-      }
-      if (!class_weights_.empty() && student_scans[i].usable < n) {
-        check_weighted_classes_left(student.row(r, first), n, r);
-      }
-      // The weight the row's gradient is scaled by (after batchmean's division).
+      if (weights != nullptr && weights[r] == T(0)) continue;  // a masked row is not read
+      const T* const student_row = student.row(r, first);
+      const T* const teacher_row = teacher.row(r, second);
+      student_scans[i] = detail::scan_row<T, Arch>(student_row, n);
+      teacher_scans[i] = detail::scan_row<T, Arch>(teacher_row, n);
       const double row_weight =
           weight_scale * (weights == nullptr ? 1.0 : static_cast<double>(weights[r]));
-      if (student_gradient) check_gradient_fits(student_scans[i], row_weight, "student logits", r);
-      if (teacher_gradient) check_gradient_fits(teacher_scans[i], row_weight, "teacher logits", r);
+      try {
+        validate_row(student_row, teacher_row, n, r, row_weight, student_gradient, teacher_gradient,
+                     student_scans[i], teacher_scans[i]);
+      } catch (...) {
+        failure.offer(r, std::current_exception());
+        return;
+      }
     }
+  }
+
+  /// The checks of one scanned row, in a fixed order: a non-finite value (or the masked
+  /// classes it marks), too few usable classes, a constant row with eps 0, class weights left,
+  /// and a gradient that could overflow. `row_weight` scales the row's gradient (after
+  /// batchmean's division).
+  void validate_row(const T* student, const T* teacher, index n, index r, double row_weight,
+                    bool student_gradient, bool teacher_gradient, detail::row_scan<T>& student_scan,
+                    detail::row_scan<T>& teacher_scan) const {
+    const index needed = options_.standardize ? options_.ddof + 1 : 1;
+    if (!student_scan.finite || !teacher_scan.finite) {
+      classify_masked_classes(student, teacher, n, r, student_scan, teacher_scan);
+    }
+    if (student_scan.usable < needed) {
+      detail::throw_domain(
+          name, "row " + std::to_string(r) + " has " + std::to_string(student_scan.usable) +
+                    " usable classes (not -inf in both teacher and student); " +
+                    (options_.standardize ? "its std with ddof = " + std::to_string(options_.ddof) +
+                                                " needs at least "
+                                          : "the softmax needs at least ") +
+                    std::to_string(needed));
+    }
+    if (options_.standardize && options_.eps == 0.0) {
+      check_not_constant(student_scan, "student logits", r);
+      check_not_constant(teacher_scan, "teacher logits", r);
+    }
+    if (!class_weights_.empty() && student_scan.usable < n) {
+      check_weighted_classes_left(student, n, r);
+    }
+    if (student_gradient) check_gradient_fits(student_scan, row_weight, "student logits", r);
+    if (teacher_gradient) check_gradient_fits(teacher_scan, row_weight, "teacher logits", r);
   }
 
   /// Refuses a row whose gradient could overflow T. Through the std the gradient grows like
@@ -415,22 +434,29 @@ class kd_loss {
       divisor = weights.normalizer > 0.0 ? weights.normalizer : total_weight;
     }
 
-    // Every row is checked before any output is written.
-    std::vector<detail::row_scan<T>> student_scans;
-    std::vector<detail::row_scan<T>> teacher_scans;
-    scan_inputs(student, teacher, weights.weights, divisor > 0.0 ? 1.0 / divisor : 0.0,
-                !grad_student.empty(), !grad_teacher.empty(), student_scans, teacher_scans);
+    // Every row is scanned and checked before any output is written: phase one of the
+    // parallel loop below, then the first bad row's error, if any, before phase two.
+    std::vector<detail::row_scan<T>> student_scans(static_cast<std::size_t>(rows));
+    std::vector<detail::row_scan<T>> teacher_scans(static_cast<std::size_t>(rows));
+    first_failure failure;
+    const auto scan_phase = [&](index begin, index end) {
+      scan_range(begin, end, student, teacher, weights.weights, divisor > 0.0 ? 1.0 / divisor : 0.0,
+                 !grad_student.empty(), !grad_teacher.empty(), student_scans, teacher_scans,
+                 failure);
+    };
+    const auto report_failure = [&] {
+      if (failure.error) std::rethrow_exception(failure.error);
+    };
     const auto weight_of = [&](index r) {
       const double w = weights.weights == nullptr ? 1.0 : static_cast<double>(weights.weights[r]);
       return divisor > 0.0 ? w / divisor : 0.0;  // every row masked: loss 0, gradient 0
     };
 
-    const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||
-                                grad_temperature != nullptr;
+    const bool wants_gradient =
+        !grad_student.empty() || !grad_teacher.empty() || grad_temperature != nullptr;
     std::vector<double> losses(static_cast<std::size_t>(rows));
-    std::vector<double> tau_grads(grad_temperature != nullptr ? static_cast<std::size_t>(rows)
-                                                              : 0);
-    detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
+    std::vector<double> tau_grads(grad_temperature != nullptr ? static_cast<std::size_t>(rows) : 0);
+    const auto loss_phase = [&](index begin, index end) {
       // Each range has its own scratch: the row's exponentials (2 rows), and for 16-bit
       // storage the widened logits (2 rows) and the float gradients (2 rows). O(classes).
       const auto row_size = static_cast<std::size_t>(n);
@@ -463,7 +489,8 @@ class kd_loss {
         if (gs != nullptr) grad_student.finish(r, gs);
         if (gt != nullptr) grad_teacher.finish(r, gt);
       }
-    });
+    };
+    detail::for_row_ranges_in_two_phases(execution_, rows, scan_phase, report_failure, loss_phase);
 
     // Rows are combined in index order, in double: the same result for any schedule.
     double total = 0.0;

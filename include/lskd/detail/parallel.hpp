@@ -61,5 +61,52 @@ inline void for_row_ranges(const execution& how, index rows, Body&& body) {
   if (failure) std::rethrow_exception(failure);
 }
 
+/// for_row_ranges(first), then between() on the calling thread, then for_row_ranges(second),
+/// with each range of rows on the same thread in both phases (its rows are still in that
+/// core's cache) and, under OpenMP, in one parallel region with barriers, not three forks and
+/// joins: on a short batch those cost as much as the rows. If a phase throws, the later ones do
+/// not run and the first exception caught is rethrown on the calling thread. A caller's
+/// parallel_for gets two calls: a barrier inside one could wait forever.
+template <class First, class Between, class Second>
+inline void for_row_ranges_in_two_phases(const execution& how, index rows, First&& first,
+                                         Between&& between, Second&& second) {
+#if defined(_OPENMP)
+  const int threads = how.threads > 0 ? how.threads : omp_get_max_threads();
+  if (!how.parallel_for && threads > 1 && rows > 1) {
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    const auto guarded = [&](auto&& phase, auto... range) {
+      try {
+        phase(range...);
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(failure_mutex);
+        if (!failure) failure = std::current_exception();
+      }
+    };
+    bool proceed = false;  // written by one thread inside `single`, read after its barrier
+#pragma omp parallel num_threads(threads)
+    {
+      const index count = omp_get_num_threads();
+      const index rank = omp_get_thread_num();
+      const index begin = rows * rank / count;
+      const index end = rows * (rank + 1) / count;
+      if (begin < end) guarded(first, begin, end);
+#pragma omp barrier
+#pragma omp single
+      {
+        if (!failure) guarded(between);
+        proceed = !failure;
+      }
+      if (proceed && begin < end) guarded(second, begin, end);
+    }
+    if (failure) std::rethrow_exception(failure);
+    return;
+  }
+#endif
+  for_row_ranges(how, rows, first);
+  between();
+  for_row_ranges(how, rows, second);
+}
+
 }  // namespace detail
 LSKD_NAMESPACE_END

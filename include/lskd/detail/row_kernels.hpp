@@ -11,7 +11,11 @@
 
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
+#include <utility>
 
 #if defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__
 #error "lskd detects NaN and infinity in its inputs; compile it without -ffinite-math-only"
@@ -35,84 +39,97 @@ struct row_scan {
   double squares = 0.0;   ///< sum (x - K)^2
 };
 
-/// One read of a row: min, max, a finiteness flag, and the sums of x - K and (x - K)^2 for a
-/// shift K close to the row's mean, so that most rows need no second pass for their std (see
-/// moments_from_scan). x - x is 0 for a finite x and NaN for an infinity or a NaN, so a
-/// running sum of it flags any non-finite element. Sums are blocked as in sum_sweep.
+/// One read of a row: min, max, whether every element is finite, and the sums of x - K and
+/// (x - K)^2 for a shift K close to the row's mean, so that most rows need no second pass for
+/// their std (see moments_from_scan). A NaN or an infinity makes those sums non-finite; so can
+/// a finite row whose squares overflow, which a second, exact look then tells apart (and
+/// leaves without moments). Sums are blocked as in sum_sweep; the tail is one pack padded with
+/// K, which lies within the row's range, and only its row's lanes are summed.
 template <class T, class Arch>
 inline row_scan<T> scan_row(const T* x, index n) {
   using P = pack_t<T, Arch>;
   constexpr index width = pack_width<P>::value;
   T low = x[0];
   T high = x[0];
-  T flag = T(0);
   T shift = x[0];
   double sum = 0.0;
   double squares = 0.0;
   index i = 0;
 
   if constexpr (width > 1) {
-    if (n >= width) {
-      // The shift: the mean of the first pack, usually within a fraction of a std of the mean.
-      shift = lanes_sum(load_pack<P>(x)) / static_cast<T>(width);
-      P low_pack = P(x[0]);
-      P high_pack = P(x[0]);
-      P flag_pack = P(T(0));
+    // The shift: the mean of the first pack, usually within a fraction of a std of the mean.
+    if (n >= width) shift = lanes_sum(load_pack<P>(x)) * (T(1) / static_cast<T>(width));
+    P low_pack = P(x[0]);
+    P high_pack = P(x[0]);
+    const auto add = [&](const P& values, P& sums, P& square_sums) {
+      low_pack = min_of(low_pack, values);
+      high_pack = max_of(high_pack, values);
+      const P d = values - P(shift);
+      sums += d;
+      square_sums = mul_add(d, d, square_sums);
+    };
 
-      // Main loop: two packs a step into two accumulator sets (add latency), in blocks whose
-      // sums move to double as in sum_sweep.
-      constexpr index block = packs_per_block * 2 * width;
-      while (i + 2 * width <= n) {
-        P sum_first(T(0)), sum_second(T(0)), squares_first(T(0)), squares_second(T(0));
-        const index block_end = std::min(n, i + block);
-        for (; i + 2 * width <= block_end; i += 2 * width) {
-          const P first = load_pack<P>(x + i);
-          const P second = load_pack<P>(x + i + width);
-          low_pack = min_of(low_pack, min_of(first, second));
-          high_pack = max_of(high_pack, max_of(first, second));
-          flag_pack += (first - first) + (second - second);
-          const P d_first = first - P(shift);
-          const P d_second = second - P(shift);
-          sum_first += d_first;
-          sum_second += d_second;
-          squares_first = mul_add(d_first, d_first, squares_first);
-          squares_second = mul_add(d_second, d_second, squares_second);
-        }
-        sum += static_cast<double>(lanes_sum(P(sum_first + sum_second)));
-        squares += static_cast<double>(lanes_sum(P(squares_first + squares_second)));
+    // Two packs a step into two accumulator sets (add latency), in blocks whose sums move to
+    // double as in sum_sweep; an odd pack goes into the last block.
+    const index whole = n - n % width;
+    constexpr index block = packs_per_block * 2 * width;
+    while (i < whole) {
+      P sum_first(T(0)), sum_second(T(0)), squares_first(T(0)), squares_second(T(0));
+      const index block_end = std::min(whole, i + block);
+      for (; i + 2 * width <= block_end; i += 2 * width) {
+        add(load_pack<P>(x + i), sum_first, squares_first);
+        add(load_pack<P>(x + i + width), sum_second, squares_second);
       }
-
-      // One whole pack may remain.
-      if (i + width <= n) {
-        const P values = load_pack<P>(x + i);
-        low_pack = min_of(low_pack, values);
-        high_pack = max_of(high_pack, values);
-        flag_pack += values - values;
-        const P d = values - P(shift);
-        sum += static_cast<double>(lanes_sum(d));
-        squares += static_cast<double>(lanes_sum(P(d * d)));
+      if (i < block_end) {
+        add(load_pack<P>(x + i), sum_first, squares_first);
         i += width;
       }
-      low = lanes_min(low_pack);
-      high = lanes_max(high_pack);
-      flag = lanes_sum(flag_pack);
+      sum += static_cast<double>(lanes_sum(P(sum_first + sum_second)));
+      squares += static_cast<double>(lanes_sum(P(squares_first + squares_second)));
     }
+    if (i < n) {
+      // The tail as one pack padded with K; its lanes are added in double.
+      P last_sum(T(0)), last_squares(T(0));
+      add(load_partial<P>(x + i, n - i, shift), last_sum, last_squares);
+      sum += lanes_in_double(last_sum, n - i);
+      squares += lanes_in_double(last_squares, n - i);
+      i = n;
+    }
+    low = lanes_min(low_pack);
+    high = lanes_max(high_pack);
   }
 
-  // Tail, with the deviations in double.
+  // The scalar path, with the deviations in double.
   for (; i < n; ++i) {
     low = min_of(low, x[i]);
     high = max_of(high, x[i]);
-    flag += x[i] - x[i];
     const double d = static_cast<double>(x[i]) - static_cast<double>(shift);
     sum += d;
     squares += d * d;
   }
-  row_scan<T> scan{low, high, flag == T(0), n};
-  scan.moments = true;
-  scan.shift = static_cast<double>(shift);
-  scan.sum = sum;
-  scan.squares = squares;
+
+  row_scan<T> scan{low, high, true, n};
+  if (std::isfinite(sum) && std::isfinite(squares)) {
+    scan.moments = true;
+    scan.shift = static_cast<double>(shift);
+    scan.sum = sum;
+    scan.squares = squares;
+    return scan;
+  }
+  // Non-finite sums: a NaN or an infinity, or finite values whose squares overflowed. Look
+  // again, exactly; a finite row keeps its exact range and goes without moments.
+  low = x[0];
+  high = x[0];
+  for (index k = 0; k < n; ++k) {
+    if (!std::isfinite(x[k])) {
+      scan.finite = false;
+      return scan;
+    }
+    low = min_of(low, x[k]);
+    high = max_of(high, x[k]);
+  }
+  scan.min = low;
+  scan.max = high;
   return scan;
 }
 
@@ -155,11 +172,27 @@ inline bool moments_from_scan(const row_scan<T>& scan, index n, int ddof, row_mo
 template <class T>
 inline T power_of_two_scale(T magnitude) {
   if (!(magnitude > T(0))) return T(1);
+  // frexp's exponent, read from the bits for normal numbers (frexp and ldexp are library
+  // calls, and this runs twice per row); subnormals take the library path.
+  using bits_t = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  constexpr int mantissa_bits = std::numeric_limits<T>::digits - 1;
+  constexpr int bias = std::numeric_limits<T>::max_exponent - 1;
+  bits_t bits;
+  std::memcpy(&bits, &magnitude, sizeof bits);
+  const int field = static_cast<int>(bits >> mantissa_bits);  // the sign bit is 0
   int exponent = 0;
-  std::frexp(magnitude, &exponent);
+  if (field == 0) {
+    std::frexp(magnitude, &exponent);
+  } else {
+    exponent = field - bias + 1;  // magnitude = m 2^exponent with m in [0.5, 1)
+  }
   const int limit = std::numeric_limits<T>::max_exponent - 2;
   const int shift = -exponent < limit ? -exponent : limit;
-  return std::ldexp(T(1), shift);
+  if (shift + bias <= 0) return std::ldexp(T(1), shift);  // magnitudes >= 2^(max_exponent - 1)
+  const bits_t result = static_cast<bits_t>(shift + bias) << mantissa_bits;
+  T scale;
+  std::memcpy(&scale, &result, sizeof scale);
+  return scale;
 }
 
 /// Corrected two-pass moments of a row scaled by `scale` (a power of two from
@@ -282,37 +315,124 @@ enum class kd_sums : int {
   both_grads = 7,    ///< + Nt, Pt
 };
 
+/// Elements of a row of n that whole packs of P cover; the rest (fewer than a pack's width) is
+/// the tail that kernels run as one padded pack.
+template <class T, class Arch>
+inline index whole_packs_part(index n) {
+  constexpr index width = pack_width<pack_t<T, Arch>>::value;
+  return n - n % width;
+}
+
 /// The one sweep of the KD loss that takes exponentials: two per logit. With es = exp(us),
 /// et = exp(ut) it returns
 ///   [0] Zs = sum es, [1] Zt = sum et, [2] K = sum et (ut - us),
 ///   [3] Ms = sum es us, [4] Mt = sum et us, [5] Nt = sum et ut, [6] Pt = sum et (ut - us) ut,
-/// as many as `Sums` asks for, and stores es and et when gradients will need them.
+/// as many as `Sums` asks for, and stores es and et when gradients will need them. The tail is
+/// one pack padded with -inf, which a row's map takes to the exponent floor: its exponentials
+/// are exactly 0, and so is everything it adds.
 template <class T, class Arch, kd_sums Sums>
 inline std::array<double, static_cast<std::size_t>(Sums)> kd_exp_sweep(
     const T* student, const T* teacher, index n, const affine<T>& student_map,
     const affine<T>& teacher_map, T* student_exps, T* teacher_exps) {
   constexpr std::size_t count = static_cast<std::size_t>(Sums);
-  return sum_sweep<T, Arch, count>(n, [&](auto tag, index i, auto& acc) {
-    using P = typename decltype(tag)::type;
-    const P us = exponent_of(load_pack<P>(student + i), student_map);
-    const P ut = exponent_of(load_pack<P>(teacher + i), teacher_map);
+  constexpr bool stores = Sums != kd_sums::loss;
+  // Local copies: the stores below could alias the callers' maps, which would make the
+  // compiler reload and broadcast them on every pack.
+  const affine<T> sm = student_map;
+  const affine<T> tm = teacher_map;
+  // One pack's terms, from its logits; returns es and et for the caller to store.
+  const auto terms = [&](const auto& x, const auto& v, auto& acc) {
+    using P = std::decay_t<decltype(x)>;
+    const P us = exponent_of(x, sm);
+    const P ut = exponent_of(v, tm);
     const P es = exp_of(us);
     const P et = exp_of(ut);
     const P gap = ut - us;
+    // Products are fused explicitly, so that each sum rounds the same way whichever others are
+    // gathered (the compiler's own contraction depends on what it can share between them).
+    // (Single elements add their float product to a double sum.)
+    const auto add_product = [](auto& sum, const P& a, const P& b) {
+      if constexpr (pack_width<P>::value > 1) {
+        sum = mul_add(a, b, sum);
+      } else {
+        sum += a * b;
+      }
+    };
     acc[0] += es;
     acc[1] += et;
-    acc[2] += et * gap;
-    if constexpr (Sums != kd_sums::loss) {
-      store_pack(student_exps + i, es);
-      store_pack(teacher_exps + i, et);
-      acc[3] += es * us;
-      acc[4] += et * us;
+    add_product(acc[2], et, gap);
+    if constexpr (stores) {
+      add_product(acc[3], es, us);
+      add_product(acc[4], et, us);
     }
     if constexpr (Sums == kd_sums::both_grads) {
-      acc[5] += et * ut;
-      acc[6] += et * gap * ut;
+      add_product(acc[5], et, ut);
+      add_product(acc[6], et, P(gap * ut));
     }
-  });
+    return std::make_pair(es, et);
+  };
+  using P = pack_t<T, Arch>;
+  constexpr index width = pack_width<P>::value;
+  std::array<double, count> sums{};
+  if constexpr (width == 1) {
+    for (index i = 0; i < n; ++i) {
+      const auto e = terms(student[i], teacher[i], sums);
+      if constexpr (stores) {
+        student_exps[i] = e.first;
+        teacher_exps[i] = e.second;
+      }
+    }
+    return sums;
+  } else {
+    // Blocks as in sum_sweep, with an odd pack added into the last block's accumulators (each
+    // lane still adds at most packs_per_block values), so that a short row pays for one lane
+    // reduction per sum, not two.
+    const auto whole_step = [&](index i, std::array<P, count>& acc) {
+      const auto e = terms(load_pack<P>(student + i), load_pack<P>(teacher + i), acc);
+      if constexpr (stores) {
+        store_pack(student_exps + i, e.first);
+        store_pack(teacher_exps + i, e.second);
+      }
+    };
+    const index whole = whole_packs_part<T, Arch>(n);
+    constexpr index block = packs_per_block * 2 * width;
+    index i = 0;
+    while (i < whole) {
+      std::array<P, count> first;
+      std::array<P, count> second;
+      first.fill(P(T(0)));
+      second.fill(P(T(0)));
+      const index block_end = std::min(whole, i + block);
+      for (; i + 2 * width <= block_end; i += 2 * width) {
+        whole_step(i, first);
+        whole_step(i + width, second);
+      }
+      if (i < block_end) {
+        whole_step(i, first);
+        i += width;
+      }
+      for (std::size_t k = 0; k < count; ++k) {
+        sums[k] += static_cast<double>(lanes_sum(P(first[k] + second[k])));
+      }
+    }
+    if (whole < n) {
+      // The tail as one pack padded with -inf, which each map takes to the exponent floor
+      // (its lanes' exponentials are exactly 0); the row's lanes are added in double, as
+      // single elements were, so that short rows keep sums as exact as their terms.
+      const index rest = n - whole;
+      const T pad = -std::numeric_limits<T>::infinity();
+      std::array<P, count> acc;
+      acc.fill(P(T(0)));
+      const auto e = terms(load_partial<P>(student + whole, rest, pad),
+                           load_partial<P>(teacher + whole, rest, pad), acc);
+      if constexpr (stores) {
+        store_partial(student_exps + whole, e.first, rest);
+        store_partial(teacher_exps + whole, e.second, rest);
+      }
+      for (std::size_t k = 0; k < count; ++k) sums[k] += lanes_in_double(acc[k], rest);
+    }
+    return sums;
+  }
 }
 
 /// Student gradient: dx = a * es - b * et - (d * us + e).
@@ -338,18 +458,23 @@ inline P teacher_gradient(const P& et, const P& ut, const P& us, const teacher_g
 /// every input element before writing the same index, so a gradient may exactly replace its
 /// own logits. With `Masked`, classes whose student logit is -inf (masked in both) get
 /// exactly 0. The teacher's element comes from teacher_gradient(et, ut, us, tc), chosen by
-/// the type of `tc`.
+/// the type of `tc`. The tail runs as one padded pack, of which only the row's lanes are stored.
 template <class T, class Arch, bool Student, bool Teacher, bool Masked = false,
           class TeacherCoeffs = teacher_grad_coeffs<T>>
 inline void kd_grad_sweep(const T* student, const T* teacher, const T* student_exps,
                           const T* teacher_exps, index n, const affine<T>& student_map,
-                          const affine<T>& teacher_map, const student_grad_coeffs<T>& sc,
-                          const TeacherCoeffs& tc, T* grad_student, T* grad_teacher) {
-  for_each_pack<T, Arch>(n, [&](auto tag, index i) {
-    using P = typename decltype(tag)::type;
-    const P x = load_pack<P>(student + i);
-    const P us = exponent_of(x, student_map);
-    const P et = load_pack<P>(teacher_exps + i);
+                          const affine<T>& teacher_map,
+                          const student_grad_coeffs<T>& student_coeffs,
+                          const TeacherCoeffs& teacher_coeffs, T* grad_student, T* grad_teacher) {
+  // Local copies, as in kd_exp_sweep: the gradient stores could alias the callers' structs.
+  const affine<T> sm = student_map;
+  const affine<T> tm = teacher_map;
+  const student_grad_coeffs<T> sc = student_coeffs;
+  const TeacherCoeffs tc = teacher_coeffs;
+  // One pack of gradients from its logits x (student) and v (teacher) and exponentials.
+  const auto gradients = [&](const auto& x, const auto& v, const auto& es, const auto& et) {
+    using P = std::decay_t<decltype(x)>;
+    const P us = exponent_of(x, sm);
     const auto finish = [&](const P& gradient) {
       if constexpr (Masked) {
         return unless_masked(x, gradient);
@@ -357,23 +482,38 @@ inline void kd_grad_sweep(const T* student, const T* teacher, const T* student_e
         return gradient;
       }
     };
+    P dx = P(T(0));
+    P dv = P(T(0));
     if constexpr (Student) {
-      const P es = load_pack<P>(student_exps + i);
-      const P dx = mul_add(P(sc.a), es, -mul_add(P(sc.b), et, mul_add(P(sc.d), us, P(sc.e))));
-      if constexpr (Teacher) {
-        // Both read before either is written: a gradient may replace its own logits.
-        const P dv = teacher_gradient(et, exponent_of(load_pack<P>(teacher + i), teacher_map),
-                                      us, tc);
-        store_pack(grad_student + i, finish(dx));
-        store_pack(grad_teacher + i, finish(dv));
-      } else {
-        store_pack(grad_student + i, finish(dx));
-      }
-    } else if constexpr (Teacher) {
-      const P ut = exponent_of(load_pack<P>(teacher + i), teacher_map);
-      store_pack(grad_teacher + i, finish(teacher_gradient(et, ut, us, tc)));
+      dx = finish(mul_add(P(sc.a), es, -mul_add(P(sc.b), et, mul_add(P(sc.d), us, P(sc.e)))));
     }
+    if constexpr (Teacher) {
+      dv = finish(teacher_gradient(et, exponent_of(v, tm), us, tc));
+    }
+    return std::make_pair(dx, dv);
+  };
+  const index whole = whole_packs_part<T, Arch>(n);
+  for_each_pack<T, Arch>(whole, [&](auto tag, index i) {
+    using P = typename decltype(tag)::type;
+    const P x = load_pack<P>(student + i);
+    const P v = Teacher ? load_pack<P>(teacher + i) : x;
+    const P es = Student ? load_pack<P>(student_exps + i) : x;
+    // Every input is read before either gradient is written: a gradient may replace its logits.
+    const auto g = gradients(x, v, es, load_pack<P>(teacher_exps + i));
+    if constexpr (Student) store_pack(grad_student + i, g.first);
+    if constexpr (Teacher) store_pack(grad_teacher + i, g.second);
   });
+  if (whole < n) {
+    using P = pack_t<T, Arch>;
+    const index rest = n - whole;
+    const T pad = T(0);
+    const P x = load_partial<P>(student + whole, rest, pad);
+    const P v = Teacher ? load_partial<P>(teacher + whole, rest, pad) : x;
+    const P es = Student ? load_partial<P>(student_exps + whole, rest, pad) : x;
+    const auto g = gradients(x, v, es, load_partial<P>(teacher_exps + whole, rest, pad));
+    if constexpr (Student) store_partial(grad_student + whole, g.first, rest);
+    if constexpr (Teacher) store_partial(grad_teacher + whole, g.second, rest);
+  }
 }
 
 }  // namespace detail

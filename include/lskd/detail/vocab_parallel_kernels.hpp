@@ -185,15 +185,28 @@ inline row_standardization<T> standardization_from(const vocab_logit_moments& mo
   return {map, std, divisor, (moments.max - moments.mean) / divisor};
 }
 
-/// exp(us) and exp(ut) of a shard's row, for a gradient whose exp sweep kept no workspace.
+/// exp(us) and exp(ut) of a shard's row, for a gradient whose exp sweep kept no workspace:
+/// bit for bit what kd_exp_sweep stores, its padded tail included.
 template <class T, class Arch>
 inline void kd_exps_row(const T* student, const T* teacher, index n, const affine<T>& student_map,
                         const affine<T>& teacher_map, T* student_exps, T* teacher_exps) {
-  for_each_pack<T, Arch>(n, [&](auto tag, index i) {
+  const index whole = whole_packs_part<T, Arch>(n);
+  for_each_pack<T, Arch>(whole, [&](auto tag, index i) {
     using P = typename decltype(tag)::type;
     store_pack(student_exps + i, exp_of(exponent_of(load_pack<P>(student + i), student_map)));
     store_pack(teacher_exps + i, exp_of(exponent_of(load_pack<P>(teacher + i), teacher_map)));
   });
+  if (whole < n) {
+    using P = pack_t<T, Arch>;
+    const index rest = n - whole;
+    const T pad = -std::numeric_limits<T>::infinity();
+    store_partial(student_exps + whole,
+                  exp_of(exponent_of(load_partial<P>(student + whole, rest, pad), student_map)),
+                  rest);
+    store_partial(teacher_exps + whole,
+                  exp_of(exponent_of(load_partial<P>(teacher + whole, rest, pad), teacher_map)),
+                  rest);
+  }
 }
 
 }  // namespace detail
