@@ -19,8 +19,11 @@ namespace detail {
 
 /// Widens one row to float. Exact for both types (every bfloat16 and half value is a float).
 /// bfloat16 is the top half of a float's bits, so widening is a 16-bit shift, a loop the
-/// compiler vectorizes; half goes through Eigen's packet conversion (F16C or AVX-512 where
-/// the flags allow).
+/// compiler vectorizes; half goes through Eigen's conversion.
+// NOTE: with Eigen 3.4.0 and GCC the half conversions (here and in narrow_row) are a scalar bit
+// manipulation per element: Eigen 3.4.0 enables its F16C path only when EIGEN_COMP_CLANG is
+// undefined or >= 380, and it is defined as 0 under GCC; nor does 3.4 vectorize .cast<>().
+// F16C intrinsics here would lift it (docs/beyond.md has the measured cost).
 inline void widen_row(const Eigen::bfloat16* in, float* out, index n) {
   for (index i = 0; i < n; ++i) {
     std::uint16_t bits;
