@@ -10,10 +10,12 @@
 #include <lskd/detail/multi_temperature_kernels.hpp>
 #include <lskd/detail/parallel.hpp>
 #include <lskd/detail/row_driver.hpp>
+#include <lskd/detail/row_sources.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
 #include <lskd/views.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -23,6 +25,9 @@
 #include <vector>
 
 LSKD_NAMESPACE_BEGIN
+
+template <class Storage, class Arch>
+class half_precision_multi_temperature_kd_loss;
 
 /// Multi-temperature KD between student and teacher logits, both rows x classes, row-major:
 /// the row's loss is sum_i tau_i^2 KL(softmax(v^ / tau_i) || softmax(z^ / tau_i)) over the
@@ -42,8 +47,9 @@ LSKD_NAMESPACE_BEGIN
 /// std::invalid_argument for a bad shape, option (an empty list, a temperature that is not
 /// finite and > 0) or any overlap between an output and an input (no in-place gradients: every
 /// temperature re-reads the logits); std::domain_error for a NaN or infinite logit, naming the
-/// row, and a constant row when standardizing with eps 0. Masked classes (-inf in both teacher
-/// and student) and row weights (lskd::row_weights) behave as in kd_loss.
+/// row, and a constant row when standardizing with eps 0.
+/// Masked classes (-inf in both teacher and student) and row weights (lskd::row_weights)
+/// behave as in kd_loss.
 ///
 /// @tparam T float or double.
 /// @tparam Arch an xsimd architecture tag, or lskd::simd::scalar.
@@ -108,6 +114,10 @@ class multi_temperature_kd_loss {
  private:
   static constexpr const char* name = "lskd::multi_temperature_kd_loss";
 
+  // Runs the same validation and kernels on 16-bit rows widened one at a time.
+  template <class Storage, class OtherArch>
+  friend class half_precision_multi_temperature_kd_loss;
+
   static void check_some_gradient(const matrix_view<T>& grad_student,
                                   const matrix_view<T>& grad_teacher, const double* grad_taus) {
     if (grad_student.empty() && grad_teacher.empty() && grad_taus == nullptr) {
@@ -120,9 +130,14 @@ class multi_temperature_kd_loss {
     detail::check_row_weights(name, weights, rows, options_.reduction);
   }
 
-  void check_arguments(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
-                       const matrix_view<T>& grad_student, const matrix_view<T>& grad_teacher,
+  /// `In` is the logits' storage type and `Out` the gradients' (T, or 16-bit storage read one
+  /// widened row at a time); a gradient may replace its own logits only when both are 16-bit
+  /// storage (it is rounded into them after the row is done).
+  template <class In, class Out>
+  void check_arguments(const matrix_view<const In>& student, const matrix_view<const In>& teacher,
+                       const matrix_view<Out>& grad_student, const matrix_view<Out>& grad_teacher,
                        const double* row_losses) const {
+    constexpr bool in_place_allowed = std::is_same<In, Out>::value && !std::is_same<In, T>::value;
     detail::check_view(name, "student", student);
     detail::check_view(name, "teacher", teacher);
     detail::check_same_shape(name, "teacher", teacher, "student", student);
@@ -130,13 +145,15 @@ class multi_temperature_kd_loss {
     if (!grad_student.empty()) {
       detail::check_view(name, "grad_student", grad_student);
       detail::check_same_shape(name, "grad_student", grad_student, "student", student);
-      detail::check_no_overlap(name, "grad_student", grad_student, "student", student, false);
+      detail::check_no_overlap(name, "grad_student", grad_student, "student", student,
+                               in_place_allowed);
       detail::check_no_overlap(name, "grad_student", grad_student, "teacher", teacher, false);
     }
     if (!grad_teacher.empty()) {
       detail::check_view(name, "grad_teacher", grad_teacher);
       detail::check_same_shape(name, "grad_teacher", grad_teacher, "teacher", teacher);
-      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "teacher", teacher, false);
+      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "teacher", teacher,
+                               in_place_allowed);
       detail::check_no_overlap(name, "grad_teacher", grad_teacher, "student", student, false);
       detail::check_no_overlap(name, "grad_teacher", grad_teacher, "grad_student", grad_student,
                                false);
@@ -145,6 +162,13 @@ class multi_temperature_kd_loss {
       detail::throw_invalid(name, "'row_losses' is null; reduction::none needs a buffer of "
                                   "`rows` doubles for the per-row losses");
     }
+    if (row_losses != nullptr) {
+      const matrix_view<const double> losses(row_losses, student.rows(), 1);
+      detail::check_no_overlap(name, "row_losses", losses, "student", student, false);
+      detail::check_no_overlap(name, "row_losses", losses, "teacher", teacher, false);
+      detail::check_no_overlap(name, "row_losses", losses, "grad_student", grad_student, false);
+      detail::check_no_overlap(name, "row_losses", losses, "grad_teacher", grad_teacher, false);
+    }
   }
 
   double run(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
@@ -152,33 +176,58 @@ class multi_temperature_kd_loss {
              const matrix_view<T>& grad_teacher, double* grad_temperatures,
              double* row_losses) const {
     check_arguments(student, teacher, grad_student, grad_teacher, row_losses);
-    const index rows = student.rows();
-    const index n = student.cols();
+    return run_rows(detail::direct_rows<T>{student}, detail::direct_rows<T>{teacher}, weights,
+                    detail::direct_gradient<T>{grad_student},
+                    detail::direct_gradient<T>{grad_teacher}, grad_temperatures, row_losses);
+  }
+
+  /// The loss over rows from `student` and `teacher` (read in place, or widened per row from
+  /// 16-bit storage), gradients to `grad_student` and `grad_teacher` (written in place, or
+  /// rounded per row to 16-bit storage). The arguments have been checked.
+  template <class Rows, class Gradient>
+  double run_rows(const Rows& student, const Rows& teacher, const row_weights<T>& weights,
+                  const Gradient& grad_student, const Gradient& grad_teacher,
+                  double* grad_temperatures, double* row_losses) const {
+    const index rows = student.view.rows();
+    const index n = student.view.cols();
     check_weights(weights, rows);
     const auto count = options_.temperatures.size();
-    if (grad_temperatures != nullptr) std::fill(grad_temperatures, grad_temperatures + count, 0.0);
-    if (rows == 0) return 0.0;
+    if (rows == 0) {
+      if (grad_temperatures != nullptr) {
+        std::fill(grad_temperatures, grad_temperatures + count, 0.0);
+      }
+      return 0.0;
+    }
     const auto weight_at = [&](index r) {
       return weights.weights == nullptr ? 1.0 : static_cast<double>(weights.weights[r]);
     };
+    const auto row_size = static_cast<std::size_t>(n);
 
-    // Every row of nonzero weight is checked before any output is written.
+    // Every row of nonzero weight is checked before any output is written. Widened rows need a
+    // buffer of 2 rows per thread; rows read in place need none.
     std::vector<detail::row_scan<T>> student_scans(static_cast<std::size_t>(rows));
     std::vector<detail::row_scan<T>> teacher_scans(static_cast<std::size_t>(rows));
     detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
+      std::vector<T> buffer(Rows::widens ? 2 * row_size : 0);
+      T* const first = Rows::widens ? buffer.data() : nullptr;
+      T* const second = Rows::widens ? buffer.data() + n : nullptr;
       for (index r = begin; r < end; ++r) {
         if (weight_at(r) == 0.0) continue;  // a masked row is not read
-        student_scans[static_cast<std::size_t>(r)] = detail::scan_row<T, Arch>(student.row(r), n);
-        teacher_scans[static_cast<std::size_t>(r)] = detail::scan_row<T, Arch>(teacher.row(r), n);
+        const auto i = static_cast<std::size_t>(r);
+        student_scans[i] = detail::scan_row<T, Arch>(student.row(r, first), n);
+        teacher_scans[i] = detail::scan_row<T, Arch>(teacher.row(r, second), n);
       }
     });
+    std::vector<T> buffer(Rows::widens ? 2 * row_size : 0);
+    T* const first = Rows::widens ? buffer.data() : nullptr;
+    T* const second = Rows::widens ? buffer.data() + n : nullptr;
     const index needed = options_.standardize ? options_.ddof + 1 : 1;
     for (index r = 0; r < rows; ++r) {
       const auto i = static_cast<std::size_t>(r);
       if (weight_at(r) == 0.0) continue;
       if (!student_scans[i].finite || !teacher_scans[i].finite) {
-        detail::classify_masked_row(name, student.row(r), teacher.row(r), n, r, student_scans[i],
-                                    teacher_scans[i]);
+        detail::classify_masked_row(name, student.row(r, first), teacher.row(r, second), n, r,
+                                    student_scans[i], teacher_scans[i]);
       }
       if (student_scans[i].usable < needed) {
         detail::throw_domain(name, "row " + std::to_string(r) + " has " +
@@ -206,37 +255,55 @@ class multi_temperature_kd_loss {
     const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||
                                 grad_temperatures != nullptr;
     std::vector<double> losses(static_cast<std::size_t>(rows));
-    std::vector<double> tau_grads(grad_temperatures != nullptr ? count * rows : 0);
+    std::vector<double> tau_grads(
+        grad_temperatures != nullptr ? count * static_cast<std::size_t>(rows) : 0);
     detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
-      // Each range has its own scratch for one temperature's exponentials: O(classes).
-      std::vector<T> scratch(wants_gradient ? 2 * static_cast<std::size_t>(n) : 0);
+      // Each range has its own scratch, O(classes): one temperature's exponentials (2 rows);
+      // for 16-bit storage the widened logits (2 rows) and the float gradients (2 rows).
+      const std::size_t exps = wants_gradient ? 2 * row_size : 0;
+      const std::size_t widened = Rows::widens ? 2 * row_size : 0;
+      const std::size_t narrowed = Gradient::narrows ? 2 * row_size : 0;
+      std::vector<T> scratch(exps + widened + narrowed);
+      T* const student_logits = Rows::widens ? scratch.data() + exps : nullptr;
+      T* const teacher_logits = Rows::widens ? student_logits + n : nullptr;
+      T* const student_gradient = Gradient::narrows ? scratch.data() + exps + widened : nullptr;
+      T* const teacher_gradient = Gradient::narrows ? student_gradient + n : nullptr;
       for (index r = begin; r < end; ++r) {
         const auto i = static_cast<std::size_t>(r);
-        T* gs = grad_student.empty() ? nullptr : grad_student.row(r);
-        T* gt = grad_teacher.empty() ? nullptr : grad_teacher.row(r);
+        T* gs = grad_student.empty() ? nullptr : grad_student.row(r, student_gradient);
+        T* gt = grad_teacher.empty() ? nullptr : grad_teacher.row(r, teacher_gradient);
         const double row_weight = weight_at(r);
         if (row_weight == 0.0 || !(divisor > 0.0)) {
           if (gs != nullptr) std::fill(gs, gs + n, T(0));
           if (gt != nullptr) std::fill(gt, gt + n, T(0));
           losses[i] = 0.0;  // tau_grads stay 0
-          continue;
+        } else {
+          losses[i] = row_weight * row_loss(student.row(r, student_logits),
+                                            teacher.row(r, teacher_logits), n,
+                                            student_scans[i], teacher_scans[i],
+                                            row_weight / divisor, gs, gt,
+                                            grad_temperatures != nullptr
+                                                ? tau_grads.data() + i * count
+                                                : nullptr,
+                                            scratch.data());
         }
-        losses[i] = row_weight * row_loss(student.row(r), teacher.row(r), n, student_scans[i],
-                                          teacher_scans[i], row_weight / divisor, gs, gt,
-                                          grad_temperatures != nullptr
-                                              ? tau_grads.data() + i * count
-                                              : nullptr,
-                                          scratch.data());
+        if (gs != nullptr) grad_student.finish(r, gs);
+        if (gt != nullptr) grad_teacher.finish(r, gt);
       }
     });
 
-    // Rows are combined in index order, in double: the same result for any schedule.
+    // Rows are combined in index order, in double: the same result for any schedule. The
+    // outputs that are not gradients are written only now, after every row has validated.
     double total = 0.0;
     for (double loss : losses) total += loss;
     if (row_losses != nullptr) std::copy(losses.begin(), losses.end(), row_losses);
     if (grad_temperatures != nullptr) {
-      for (std::size_t r = 0; r < static_cast<std::size_t>(rows); ++r) {
-        for (std::size_t k = 0; k < count; ++k) grad_temperatures[k] += tau_grads[r * count + k];
+      for (std::size_t k = 0; k < count; ++k) {
+        double sum = 0.0;
+        for (std::size_t r = 0; r < static_cast<std::size_t>(rows); ++r) {
+          sum += tau_grads[r * count + k];
+        }
+        grad_temperatures[k] = sum;
       }
     }
     if (options_.reduction != reduction::batchmean) return total;
