@@ -45,9 +45,9 @@ class half_precision_multi_temperature_kd_loss;
 ///
 /// Accuracy as lskd::kd_loss for each term. Errors (before any output is written):
 /// std::invalid_argument for a bad shape, option (an empty list, a temperature that is not
-/// finite and > 0) or any overlap between an output and an input (no in-place gradients: every
-/// temperature re-reads the logits); std::domain_error for a NaN or infinite logit, naming the
-/// row, and a constant row when standardizing with eps 0.
+/// finite and > 0) or an overlap between an output and an input or another output, other than
+/// a gradient that is exactly its own logits (in place, as in kd_loss); std::domain_error for a
+/// NaN or infinite logit, naming the row, and a constant row when standardizing with eps 0.
 /// Masked classes (-inf in both teacher and student) and row weights (lskd::row_weights)
 /// behave as in kd_loss.
 ///
@@ -92,6 +92,11 @@ class multi_temperature_kd_loss {
   /// and each temperature (`grad_temperatures`: one double per temperature, in the order of
   /// the options), each computed only when given; at least one must be. The trailing pointers
   /// come in kd_loss::forward_backward's order: row losses, then the temperatures'.
+  ///
+  /// `grad_student` may be exactly `student` (same pointer and leading dimension) to overwrite
+  /// the logits with their gradient, `grad_teacher` likewise `teacher`: every temperature
+  /// re-reads the row, so such a row is first copied into the per-thread scratch (one more row
+  /// of T per thread and side). Any other overlap is an error.
   double forward_backward(matrix_view<const T> student, matrix_view<const T> teacher,
                           matrix_view<T> grad_student, matrix_view<T> grad_teacher = {},
                           double* row_losses = nullptr,
@@ -131,13 +136,13 @@ class multi_temperature_kd_loss {
   }
 
   /// `In` is the logits' storage type and `Out` the gradients' (T, or 16-bit storage read one
-  /// widened row at a time); a gradient may replace its own logits only when both are 16-bit
-  /// storage (it is rounded into them after the row is done).
+  /// widened row at a time); a gradient may replace its own logits only when both are the same
+  /// type (same pointer and leading dimension).
   template <class In, class Out>
   void check_arguments(const matrix_view<const In>& student, const matrix_view<const In>& teacher,
                        const matrix_view<Out>& grad_student, const matrix_view<Out>& grad_teacher,
                        const double* row_losses) const {
-    constexpr bool in_place_allowed = std::is_same<In, Out>::value && !std::is_same<In, T>::value;
+    constexpr bool in_place_allowed = std::is_same<In, Out>::value;
     detail::check_view(name, "student", student);
     detail::check_view(name, "teacher", teacher);
     detail::check_same_shape(name, "teacher", teacher, "student", student);
@@ -254,20 +259,39 @@ class multi_temperature_kd_loss {
     }
     const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||
                                 grad_temperatures != nullptr;
+    // In place (a gradient view is its own logits: only when both are T), the row is copied
+    // before the first write, since every temperature re-reads it.
+    const bool student_in_place =
+        !Rows::widens && !grad_student.empty() &&
+        static_cast<const void*>(grad_student.view.data()) ==
+            static_cast<const void*>(student.view.data());
+    const bool teacher_in_place =
+        !Rows::widens && !grad_teacher.empty() &&
+        static_cast<const void*>(grad_teacher.view.data()) ==
+            static_cast<const void*>(teacher.view.data());
     std::vector<double> losses(static_cast<std::size_t>(rows));
     std::vector<double> tau_grads(
         grad_temperatures != nullptr ? count * static_cast<std::size_t>(rows) : 0);
     detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
       // Each range has its own scratch, O(classes): one temperature's exponentials (2 rows);
-      // for 16-bit storage the widened logits (2 rows) and the float gradients (2 rows).
+      // for 16-bit storage the widened logits (2 rows) and the float gradients (2 rows); for
+      // gradients written in place, the logits kept (1 row each).
       const std::size_t exps = wants_gradient ? 2 * row_size : 0;
       const std::size_t widened = Rows::widens ? 2 * row_size : 0;
       const std::size_t narrowed = Gradient::narrows ? 2 * row_size : 0;
-      std::vector<T> scratch(exps + widened + narrowed);
+      const std::size_t kept = (student_in_place ? row_size : 0) +
+                               (teacher_in_place ? row_size : 0);
+      std::vector<T> scratch(exps + widened + narrowed + kept);
       T* const student_logits = Rows::widens ? scratch.data() + exps : nullptr;
       T* const teacher_logits = Rows::widens ? student_logits + n : nullptr;
       T* const student_gradient = Gradient::narrows ? scratch.data() + exps + widened : nullptr;
       T* const teacher_gradient = Gradient::narrows ? student_gradient + n : nullptr;
+      T* const student_kept = student_in_place ? scratch.data() + exps + widened + narrowed
+                                               : nullptr;
+      T* const teacher_kept =
+          teacher_in_place ? scratch.data() + exps + widened + narrowed +
+                                 (student_in_place ? row_size : 0)
+                           : nullptr;
       for (index r = begin; r < end; ++r) {
         const auto i = static_cast<std::size_t>(r);
         T* gs = grad_student.empty() ? nullptr : grad_student.row(r, student_gradient);
@@ -278,9 +302,17 @@ class multi_temperature_kd_loss {
           if (gt != nullptr) std::fill(gt, gt + n, T(0));
           losses[i] = 0.0;  // tau_grads stay 0
         } else {
-          losses[i] = row_weight * row_loss(student.row(r, student_logits),
-                                            teacher.row(r, teacher_logits), n,
-                                            student_scans[i], teacher_scans[i],
+          const T* x = student.row(r, student_logits);
+          const T* v = teacher.row(r, teacher_logits);
+          if (student_kept != nullptr) {
+            std::copy(x, x + n, student_kept);
+            x = student_kept;
+          }
+          if (teacher_kept != nullptr) {
+            std::copy(v, v + n, teacher_kept);
+            v = teacher_kept;
+          }
+          losses[i] = row_weight * row_loss(x, v, n, student_scans[i], teacher_scans[i],
                                             row_weight / divisor, gs, gt,
                                             grad_temperatures != nullptr
                                                 ? tau_grads.data() + i * count
