@@ -196,6 +196,10 @@ class half_precision_multi_temperature_kd_loss {
                                                     execution how = {})
       : loss_(std::move(options), std::move(how)) {}
 
+  /// Wraps a configured float loss (e.g. multi_temperature_kd_loss<float>::with_class_weights).
+  explicit half_precision_multi_temperature_kd_loss(multi_temperature_kd_loss<float, Arch> loss)
+      : loss_(std::move(loss)) {}
+
   const multi_temperature_kd_options& options() const noexcept { return loss_.options(); }
 
   /// The reduced loss; see multi_temperature_kd_loss::forward.

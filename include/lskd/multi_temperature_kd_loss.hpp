@@ -11,6 +11,7 @@
 #include <lskd/detail/parallel.hpp>
 #include <lskd/detail/row_driver.hpp>
 #include <lskd/detail/row_sources.hpp>
+#include <lskd/detail/weighted_moments.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
 #include <lskd/views.hpp>
@@ -72,7 +73,39 @@ class multi_temperature_kd_loss {
     detail::check_ddof(name, options_.ddof, 2, false);
   }
 
+  /// With per-class weights c for the Z-score statistics (the weighted Z-score, as in
+  /// kd_loss::with_class_weights): each row's mean is sum c x / W and its variance
+  /// sum c (x - mean)^2 / W, W = sum c over the row's classes that are not masked, computed once
+  /// for all temperatures; all-ones weights give the unweighted statistics with ddof = 0. The
+  /// gradients flow through the weighted mean and std. Requires `standardize`, ddof = 0 and
+  /// eps > 0; `class_weights` holds one value per class, finite and >= 0, with a positive sum,
+  /// and every call must pass logits with exactly that many classes. Gradients may still be
+  /// written in place. See docs/beyond.md.
+  static multi_temperature_kd_loss with_class_weights(multi_temperature_kd_options options,
+                                                      const std::vector<double>& class_weights,
+                                                      execution how = {}) {
+    multi_temperature_kd_loss loss(std::move(options), std::move(how));
+    const auto& o = loss.options_;
+    if (!o.standardize) {
+      detail::throw_invalid(name, "'class_weights' weight the Z-score statistics; they need "
+                                  "standardize = true");
+    }
+    if (o.ddof != 0) {
+      detail::throw_invalid(name, "with 'class_weights' the variance divides by the sum of the "
+                                  "weights (all-ones weights = ddof 0); set ddof = 0");
+    }
+    if (!(o.eps > 0.0)) {
+      detail::throw_invalid(name, "with 'class_weights' eps must be > 0: a row whose weighted "
+                                  "classes are equal has a weighted std of 0");
+    }
+    loss.class_weights_ = detail::checked_class_weights<T>(
+        name, class_weights, static_cast<index>(class_weights.size()));
+    return loss;
+  }
+
   const multi_temperature_kd_options& options() const noexcept { return options_; }
+  /// The per-class weights of the Z-score (empty when unweighted), rounded to T.
+  const std::vector<T>& class_weights() const noexcept { return class_weights_; }
   static constexpr const char* arch_name() noexcept { return Arch::name(); }
 
   /// The reduced loss. `row_losses`: `rows` doubles for each row's loss (summed over the
@@ -147,6 +180,11 @@ class multi_temperature_kd_loss {
     detail::check_view(name, "teacher", teacher);
     detail::check_same_shape(name, "teacher", teacher, "student", student);
     detail::check_ddof(name, options_.ddof, student.cols(), options_.standardize);
+    if (!class_weights_.empty() && static_cast<index>(class_weights_.size()) != student.cols()) {
+      detail::throw_invalid(name, "'class_weights' has " + std::to_string(class_weights_.size()) +
+                                      " values but the logits have " +
+                                      std::to_string(student.cols()) + " classes");
+    }
     if (!grad_student.empty()) {
       detail::check_view(name, "grad_student", grad_student);
       detail::check_same_shape(name, "grad_student", grad_student, "student", student);
@@ -248,6 +286,9 @@ class multi_temperature_kd_loss {
                                             ? "student" : "teacher") +
                                        " logits equal (std 0) and eps is 0; use eps > 0");
       }
+      if (!class_weights_.empty() && student_scans[i].usable < n) {
+        check_weighted_classes_left(student.row(r, first), n, r);
+      }
     }
 
     // Row r enters the reduced loss as weight_at(r) / divisor * loss_r.
@@ -342,6 +383,20 @@ class multi_temperature_kd_loss {
     return divisor > 0.0 ? total / divisor : 0.0;
   }
 
+  /// A row whose masked classes hold all the class weight has no weighted statistics.
+  void check_weighted_classes_left(const T* student, index n, index row) const {
+    double total = 0.0;
+    for (index c = 0; c < n; ++c) {
+      if (student[c] != -std::numeric_limits<T>::infinity()) {
+        total += static_cast<double>(class_weights_[static_cast<std::size_t>(c)]);
+      }
+    }
+    if (!(total > 0.0)) {
+      detail::throw_domain(name, "row " + std::to_string(row) + " masks every class that has a "
+                                 "class weight > 0, so its weighted statistics are 0/0");
+    }
+  }
+
   /// One row: the statistics once, then per temperature one exp sweep and one gradient pass.
   /// Returns the row's loss; writes the gradients scaled by `weight` and, per temperature,
   /// weight * d(row loss)/d(tau_i) into `grad_taus`.
@@ -350,14 +405,36 @@ class multi_temperature_kd_loss {
                   const detail::row_scan<T>& teacher_scan, double weight, T* grad_student,
                   T* grad_teacher, double* grad_taus, T* scratch) const {
     const auto& o = options_;
-    // Statistics at temperature 1: u0 = (x - max) / s, and z^ = u0 + offset.
-    const auto s = detail::standardization_of<T, Arch>(student, n, student_scan, o.standardize,
-                                                       o.ddof, o.eps, 1.0);
-    const auto t = detail::standardization_of<T, Arch>(teacher, n, teacher_scan, o.standardize,
-                                                       o.ddof, o.eps, 1.0);
+    // Statistics at temperature 1: u0 = (x - max) / s, and z^ = u0 + offset. With class
+    // weights they are weighted, and `degrees` becomes the row's total weight W.
+    const bool weighted = !class_weights_.empty();
+    const T* const class_weights = class_weights_.data();
+    double total_weight = 0.0;
+    const auto s = weighted ? detail::weighted_standardization_of<T, Arch>(
+                                  student, class_weights, n, student_scan, o.eps, 1.0,
+                                  total_weight)
+                            : detail::standardization_of<T, Arch>(student, n, student_scan,
+                                                                  o.standardize, o.ddof, o.eps,
+                                                                  1.0);
+    const auto t = weighted ? detail::weighted_standardization_of<T, Arch>(
+                                  teacher, class_weights, n, teacher_scan, o.eps, 1.0,
+                                  total_weight)
+                            : detail::standardization_of<T, Arch>(teacher, n, teacher_scan,
+                                                                  o.standardize, o.ddof, o.eps,
+                                                                  1.0);
     const double student_gain = 1.0 / (static_cast<double>(s.map.scale) * s.divisor);
     const double teacher_gain = 1.0 / (static_cast<double>(t.map.scale) * t.divisor);
-    const double degrees = static_cast<double>(student_scan.usable - o.ddof);
+    const double degrees =
+        weighted ? total_weight : static_cast<double>(student_scan.usable - o.ddof);
+    const detail::affine<T> student_base{s.map.scale, s.map.shift,
+                                         detail::gain_in<T>(student_gain)};
+    const detail::affine<T> teacher_base{t.map.scale, t.map.shift,
+                                         detail::gain_in<T>(teacher_gain)};
+    // Weighted: the passes leave out the path through the statistics; each temperature's
+    // coefficients of that path (a multiple of u0 plus a constant) are summed here and applied
+    // per class, c_j (d u0 + e), once after the last temperature.
+    double student_path_d = 0.0, student_path_e = 0.0;
+    double teacher_path_h = 0.0, teacher_path_i = 0.0;
     const bool teacher_sums = grad_teacher != nullptr || grad_taus != nullptr;
     T* student_exps = scratch;
     T* teacher_exps = scratch + n;
@@ -404,17 +481,22 @@ class multi_temperature_kd_loss {
       };
       const double student_scale = weight * factor / (tau * s.divisor);
       const double student_std = std_term(s, s_student);
+      const double teacher_std = std_term(t, s_teacher);
+      if (weighted) {
+        student_path_d += student_std;
+        student_path_e += student_std * s.offset;
+        teacher_path_h += teacher_std;
+        teacher_path_i += teacher_std * t.offset;
+      }
+      const double unweighted = weighted ? 0.0 : 1.0;
       const detail::student_grad_coeffs<T> sc{
           static_cast<T>(student_scale / zs), static_cast<T>(student_scale / zt),
-          static_cast<T>(student_std), static_cast<T>(student_std * s.offset)};
-      const double teacher_std = std_term(t, s_teacher);
+          static_cast<T>(unweighted * student_std),
+          static_cast<T>(unweighted * student_std * s.offset)};
       const detail::teacher_grad_coeffs<T> tc{
           static_cast<T>(weight * factor / (tau * t.divisor * zt)), static_cast<T>(dlog - kl),
-          static_cast<T>(teacher_std), static_cast<T>(teacher_std * t.offset)};
-      const detail::affine<T> student_base{s.map.scale, s.map.shift,
-                                           detail::gain_in<T>(student_gain)};
-      const detail::affine<T> teacher_base{t.map.scale, t.map.shift,
-                                           detail::gain_in<T>(teacher_gain)};
+          static_cast<T>(unweighted * teacher_std),
+          static_cast<T>(unweighted * teacher_std * t.offset)};
 
       const auto pass = [&](auto kernel) {
         kernel(student, teacher, student_exps, teacher_exps, n, student_map, teacher_map,
@@ -433,6 +515,17 @@ class multi_temperature_kd_loss {
       }
     }
 
+    if (weighted && grad_student != nullptr) {
+      detail::weighted_std_path<T, Arch>(student, class_weights, n, student_base,
+                                         static_cast<T>(student_path_d),
+                                         static_cast<T>(student_path_e), grad_student);
+    }
+    if (weighted && grad_teacher != nullptr) {
+      detail::weighted_std_path<T, Arch>(teacher, class_weights, n, teacher_base,
+                                         static_cast<T>(teacher_path_h),
+                                         static_cast<T>(teacher_path_i), grad_teacher);
+    }
+
     // Masked classes: every pass added finite terms there (their exponentials are 0, their
     // exponent arguments clamped); their gradient is exactly 0.
     if (student_scan.usable < n) {
@@ -447,6 +540,7 @@ class multi_temperature_kd_loss {
 
   multi_temperature_kd_options options_;
   execution execution_;
+  std::vector<T> class_weights_;  ///< per-class weights of the Z-score; empty: unweighted
 };
 
 LSKD_NAMESPACE_END
