@@ -7,6 +7,8 @@
 
 #include <lskd/half_precision.hpp>
 
+#include <cstring>
+
 using namespace beyond_test;
 
 namespace {
@@ -485,4 +487,103 @@ TEST_CASE("16-bit multi-temperature KD: bad input is refused and nothing is writ
                     Catch::Contains("all empty"));
   CHECK(untouched());
   CHECK(shifted[0] == student[0]);
+}
+
+TEST_CASE("16-bit rows are widened and rounded exactly as Eigen converts one value",
+          "[half][conversion]") {
+  // Every half bit pattern, widened in one row (65536: the vector path and, below, a tail).
+  std::vector<Eigen::half> every_half(65536 + 5);
+  for (std::size_t i = 0; i < every_half.size(); ++i) {
+    every_half[i] = Eigen::numext::bit_cast<Eigen::half>(static_cast<std::uint16_t>(i % 65536));
+  }
+  std::vector<float> wide(every_half.size());
+  lskd::detail::widen_row(every_half.data(), wide.data(),
+                          static_cast<lskd::index>(every_half.size()));
+  lskd::index mismatches = 0;
+  for (std::size_t i = 0; i < every_half.size(); ++i) {
+    const float expected = static_cast<float>(every_half[i]);
+    const bool same = std::isnan(expected)
+                          ? std::isnan(wide[i])
+                          : std::memcmp(&expected, &wide[i], sizeof expected) == 0;
+    if (!same) ++mismatches;
+  }
+  CHECK(mismatches == 0);
+
+  // Rounding to half: every finite half, the midpoints between neighbours (ties to even, both
+  // ways), the floats just beside each midpoint, the overflow boundary, and random floats.
+  std::vector<float> floats;
+  for (std::uint32_t bits = 0; bits < 0x7c00; ++bits) {
+    for (float sign : {1.0f, -1.0f}) {
+      const float value =
+          sign * static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(
+                     static_cast<std::uint16_t>(bits)));
+      const float next = sign * static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(
+                                    static_cast<std::uint16_t>(bits + 1)));
+      const float middle = value + (next - value) / 2;  // exact: one more bit than half has
+      floats.insert(floats.end(), {value, middle, std::nextafter(middle, 0.0f),
+                                   std::nextafter(middle, sign * 1e9f)});
+    }
+  }
+  for (float x : {65504.0f, 65519.99f, 65520.0f, 1e9f, 5.9604645e-8f, 2.9802322e-8f,
+                  2.9802326e-8f, 1e-30f, 0.0f}) {
+    floats.push_back(x);
+    floats.push_back(-x);
+  }
+  for (float x : random_rows<float>(201, 1003, 0.0, 100.0)) floats.push_back(x);
+  std::vector<Eigen::half> narrow(floats.size());
+  lskd::detail::narrow_row(floats.data(), narrow.data(), static_cast<lskd::index>(floats.size()));
+  mismatches = 0;
+  std::string first;
+  for (std::size_t i = 0; i < floats.size(); ++i) {
+    const auto expected =
+        Eigen::numext::bit_cast<std::uint16_t>(static_cast<Eigen::half>(floats[i]));
+    const auto actual = Eigen::numext::bit_cast<std::uint16_t>(narrow[i]);
+    if (expected != actual && mismatches++ == 0) {
+      first = show(floats[i]) + ": expected bits " + std::to_string(expected) + ", actual " +
+              std::to_string(actual);
+    }
+  }
+  INFO(floats.size() << " floats; first mismatch " << first);
+  CHECK(mismatches == 0);
+}
+
+TEST_CASE("bfloat16 rows are rounded exactly as Eigen converts one value", "[half][conversion]") {
+  // Every finite bfloat16 of either sign, the midpoints between neighbours (ties to even, both
+  // ways), the floats just beside each midpoint, infinities, NaNs and random floats.
+  std::vector<float> floats;
+  for (std::uint32_t bits = 0; bits < 0x7f80; ++bits) {
+    for (std::uint32_t sign : {0u, 0x80000000u}) {
+      const std::uint32_t low = sign | (bits << 16);
+      const std::uint32_t high = sign | ((bits + 1) << 16);
+      float value, next;
+      std::memcpy(&value, &low, sizeof value);
+      std::memcpy(&next, &high, sizeof next);
+      const float middle = value + (next - value) / 2;  // exact: one more bit than bfloat16
+      floats.insert(floats.end(), {value, middle, std::nextafter(middle, value),
+                                   std::nextafter(middle, next)});
+    }
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  for (float x : {inf, -inf, std::numeric_limits<float>::quiet_NaN(),
+                  -std::numeric_limits<float>::quiet_NaN(),
+                  std::numeric_limits<float>::signaling_NaN(), std::numeric_limits<float>::max(),
+                  std::numeric_limits<float>::denorm_min()}) {
+    floats.push_back(x);
+  }
+  for (float x : random_rows<float>(211, 1001, 0.0, 100.0)) floats.push_back(x);
+  std::vector<Eigen::bfloat16> narrow(floats.size());
+  lskd::detail::narrow_row(floats.data(), narrow.data(), static_cast<lskd::index>(floats.size()));
+  lskd::index mismatches = 0;
+  std::string first;
+  for (std::size_t i = 0; i < floats.size(); ++i) {
+    const auto expected =
+        Eigen::numext::bit_cast<std::uint16_t>(static_cast<Eigen::bfloat16>(floats[i]));
+    const auto actual = Eigen::numext::bit_cast<std::uint16_t>(narrow[i]);
+    if (expected != actual && mismatches++ == 0) {
+      first = show(floats[i]) + ": expected bits " + std::to_string(expected) + ", actual " +
+              std::to_string(actual);
+    }
+  }
+  INFO(floats.size() << " floats; first mismatch " << first);
+  CHECK(mismatches == 0);
 }
