@@ -246,9 +246,10 @@ LSKD_C_EXPORT int lskd_kd_class_weighted_f64(const double* student, int64_t ld_s
  * @param grad_temperatures NULL, or `temperature_count` doubles that receive d(loss)/d(tau_i),
  *   in the order of `temperatures`. Must not overlap `loss`.
  *
- * Unlike lskd_kd_f32(), a gradient may not be its own input (every temperature re-reads the
- * logits): any overlap between an output and an input is LSKD_ERROR_INVALID_ARGUMENT. The
- * other parameters, the return value and the errors are those of lskd_kd_f32().
+ * As with lskd_kd_f32(), a gradient may be exactly its own input (same pointer and leading
+ * dimension; the row is kept in a per-thread copy while every temperature re-reads it); any
+ * other overlap is LSKD_ERROR_INVALID_ARGUMENT. The other parameters, the return value and the
+ * errors are those of lskd_kd_f32().
  */
 LSKD_C_EXPORT int lskd_multi_temperature_kd_f32(
     const float* student, int64_t ld_student, const float* teacher, int64_t ld_teacher,

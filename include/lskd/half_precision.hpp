@@ -2,14 +2,15 @@
 #pragma once
 
 /// @file
-/// KD and DKD losses on 16-bit logits (Eigen::bfloat16, Eigen::half): each row is widened to
-/// float exactly when it is read, the float kernels run on it, and the gradients are written
-/// as float or rounded to the input type, as the caller chooses.
+/// KD, DKD and multi-temperature KD losses on 16-bit logits (Eigen::bfloat16, Eigen::half):
+/// each row is widened to float exactly when it is read, the float kernels run on it, and the
+/// gradients are written as float or rounded to the input type, as the caller chooses.
 
 #include <lskd/config.hpp>
 #include <lskd/detail/row_sources.hpp>
 #include <lskd/dkd_loss.hpp>
 #include <lskd/kd_loss.hpp>
+#include <lskd/multi_temperature_kd_loss.hpp>
 #include <lskd/options.hpp>
 #include <lskd/simd/dispatch.hpp>
 #include <lskd/views.hpp>
@@ -168,6 +169,104 @@ class half_precision_dkd_loss {
   }
 
   dkd_loss<float, Arch> loss_;
+};
+
+/// lskd::multi_temperature_kd_loss on bfloat16 or half logits, widened exactly to float one row
+/// at a time as in half_precision_kd_loss (O(classes) of float scratch per thread, never a
+/// float copy of the batch), so the loss, the float gradients and the temperature gradients are
+/// bit for bit those of multi_temperature_kd_loss<float> on the converted values. A 16-bit
+/// gradient is that float gradient rounded to nearest even, and may be written over its own
+/// logits; a float gradient may not overlap them. Options, row weights, masked classes,
+/// threads and errors (named `lskd::multi_temperature_kd_loss`) are those of the float loss;
+/// every row is checked before any output is written.
+///
+/// The gradient overloads take float or Storage views; for the temperature gradients alone,
+/// pass `lskd::matrix_view<float>{}` (a bare `{}` would fit both).
+///
+/// @tparam Storage Eigen::bfloat16 or Eigen::half.
+template <class Storage, class Arch = simd::default_arch>
+class half_precision_multi_temperature_kd_loss {
+  static_assert(detail::is_half_storage<Storage>::value,
+                "lskd::half_precision_multi_temperature_kd_loss takes Eigen::bfloat16 or "
+                "Eigen::half logits");
+  using float_loss = multi_temperature_kd_loss<float, Arch>;
+
+ public:
+  explicit half_precision_multi_temperature_kd_loss(multi_temperature_kd_options options = {},
+                                                    execution how = {})
+      : loss_(std::move(options), std::move(how)) {}
+
+  /// Wraps a configured float loss (e.g. multi_temperature_kd_loss<float>::with_class_weights).
+  explicit half_precision_multi_temperature_kd_loss(multi_temperature_kd_loss<float, Arch> loss)
+      : loss_(std::move(loss)) {}
+
+  const multi_temperature_kd_options& options() const noexcept { return loss_.options(); }
+
+  /// The reduced loss; see multi_temperature_kd_loss::forward.
+  double forward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                 double* row_losses = nullptr) const {
+    return forward(student, teacher, row_weights<float>{}, row_losses);
+  }
+
+  /// The reduced loss over weighted rows; see multi_temperature_kd_loss::forward.
+  double forward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                 const row_weights<float>& weights, double* row_losses = nullptr) const {
+    return run(student, teacher, weights, detail::direct_gradient<float>{{}},
+               detail::direct_gradient<float>{{}}, nullptr, row_losses);
+  }
+
+  /// Loss and float gradients; see multi_temperature_kd_loss::forward_backward.
+  double forward_backward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                          matrix_view<float> grad_student, matrix_view<float> grad_teacher = {},
+                          double* row_losses = nullptr,
+                          double* grad_temperatures = nullptr) const {
+    return forward_backward(student, teacher, row_weights<float>{}, grad_student, grad_teacher,
+                            row_losses, grad_temperatures);
+  }
+
+  /// Loss and gradients in the input type: the float gradients rounded to nearest even.
+  double forward_backward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                          matrix_view<Storage> grad_student,
+                          matrix_view<Storage> grad_teacher = {}, double* row_losses = nullptr,
+                          double* grad_temperatures = nullptr) const {
+    return forward_backward(student, teacher, row_weights<float>{}, grad_student, grad_teacher,
+                            row_losses, grad_temperatures);
+  }
+
+  /// Over weighted rows, float gradients: rows of weight 0 are not read and get zero gradients.
+  double forward_backward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                          const row_weights<float>& weights, matrix_view<float> grad_student,
+                          matrix_view<float> grad_teacher = {}, double* row_losses = nullptr,
+                          double* grad_temperatures = nullptr) const {
+    float_loss::check_some_gradient(grad_student, grad_teacher, grad_temperatures);
+    return run(student, teacher, weights, detail::direct_gradient<float>{grad_student},
+               detail::direct_gradient<float>{grad_teacher}, grad_temperatures, row_losses);
+  }
+
+  /// Over weighted rows, gradients in the input type.
+  double forward_backward(matrix_view<const Storage> student, matrix_view<const Storage> teacher,
+                          const row_weights<float>& weights, matrix_view<Storage> grad_student,
+                          matrix_view<Storage> grad_teacher = {}, double* row_losses = nullptr,
+                          double* grad_temperatures = nullptr) const {
+    if (grad_student.empty() && grad_teacher.empty() && grad_temperatures == nullptr) {
+      float_loss::check_some_gradient({}, {}, nullptr);  // throws the usual message
+    }
+    return run(student, teacher, weights, detail::narrowed_gradient<Storage>{grad_student},
+               detail::narrowed_gradient<Storage>{grad_teacher}, grad_temperatures, row_losses);
+  }
+
+ private:
+  template <class Gradient>
+  double run(const matrix_view<const Storage>& student, const matrix_view<const Storage>& teacher,
+             const row_weights<float>& weights, const Gradient& grad_student,
+             const Gradient& grad_teacher, double* grad_temperatures, double* row_losses) const {
+    loss_.check_arguments(student, teacher, grad_student.view, grad_teacher.view, row_losses);
+    return loss_.run_rows(detail::widened_rows<Storage>{student},
+                          detail::widened_rows<Storage>{teacher}, weights, grad_student,
+                          grad_teacher, grad_temperatures, row_losses);
+  }
+
+  float_loss loss_;
 };
 
 LSKD_NAMESPACE_END

@@ -7,6 +7,8 @@
 #include <lskd/kd_loss.hpp>
 #include <lskd/multi_temperature_kd_loss.hpp>
 
+#include <cstring>
+
 using namespace beyond_test;
 
 namespace {
@@ -265,8 +267,18 @@ TEST_CASE("multi_temperature_kd_loss refuses what it cannot compute", "[multi_te
   o.temperatures = {2.0};
   const lskd::multi_temperature_kd_loss<float> loss(o);
   std::vector<float> x = random_rows<float>(1, 12), v = random_rows<float>(2, 12);
-  CHECK_THROWS_WITH(loss.forward_backward({x.data(), 3, 4}, {v.data(), 3, 4}, {x.data(), 3, 4}),
+  // In place is allowed (see below); any other overlap is not.
+  CHECK_THROWS_WITH(loss.forward_backward({x.data(), 2, 4}, {v.data(), 2, 4},
+                                          {x.data() + 1, 2, 4}),
                     Catch::Contains("'grad_student' overlaps 'student'"));
+  CHECK_THROWS_WITH(loss.forward_backward({x.data(), 2, 4, 5}, {v.data(), 2, 4},
+                                          {x.data(), 2, 4, 4}),
+                    Catch::Contains("'grad_student' overlaps 'student' without being exactly"));
+  CHECK_THROWS_WITH(loss.forward_backward({x.data(), 3, 4}, {v.data(), 3, 4},
+                                          lskd::matrix_view<float>{}, {x.data(), 3, 4}),
+                    Catch::Contains("'grad_teacher' overlaps 'student'"));
+  CHECK_THROWS_WITH(loss.forward_backward({x.data(), 3, 4}, {v.data(), 3, 4}, {v.data(), 3, 4}),
+                    Catch::Contains("'grad_student' overlaps 'teacher'"));
   v[5] = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_WITH(loss.forward({x.data(), 3, 4}, {v.data(), 3, 4}),
                     Catch::Contains("row 1") && Catch::Contains("NaN"));
@@ -345,4 +357,91 @@ TEMPLATE_TEST_CASE("multi_temperature_kd_loss with masked classes and row weight
   CHECK(gs[static_cast<std::size_t>(cols + 3)] == T(0));
   CHECK(gt[static_cast<std::size_t>(cols + 17)] == T(0));
   CHECK(gs[static_cast<std::size_t>(2 * cols + 4)] == T(0));
+}
+
+TEMPLATE_TEST_CASE("multi_temperature_kd_loss in place equals out of place, bit for bit",
+                   "[multi_temperature][in_place]", float_simd, float_scalar, double_simd,
+                   double_scalar) {
+  using T = typename TestType::value_type;
+  using Arch = typename TestType::arch;
+  const bool standardize = GENERATE(true, false);
+  const bool weighted = GENERATE(false, true);
+  // Padded rows (ld > cols), a length that is not a multiple of the vector width, a row with a
+  // masked class, and (weighted) a row of weight 0 whose NaN is not read.
+  const lskd::index rows = 4, cols = 37, ld = 40;
+  auto student = random_rows<T>(131, rows * ld, 0.0, 2.0);
+  auto teacher = random_rows<T>(132, rows * ld, 0.0, 2.0);
+  const T inf = std::numeric_limits<T>::infinity();
+  student[static_cast<std::size_t>(ld + 6)] = -inf;
+  teacher[static_cast<std::size_t>(ld + 6)] = -inf;
+  if (weighted) student[static_cast<std::size_t>(2 * ld + 1)] = std::numeric_limits<T>::quiet_NaN();
+  const std::vector<T> weights{T(1), T(0.5), T(0), T(3)};
+  const lskd::row_weights<T> weighting{weighted ? weights.data() : nullptr};
+  lskd::multi_temperature_kd_options o;
+  o.temperatures = {1.0, 2.5, 4.0};
+  o.standardize = standardize;
+  const lskd::multi_temperature_kd_loss<T, Arch> loss(o);
+  INFO("standardize " << standardize << ", weighted " << weighted);
+
+  // Out of place: the reference. Padding of the outputs is left as it was.
+  std::vector<T> gs(student.size(), T(0)), gt(teacher.size(), T(0));
+  std::vector<double> rows_out(rows), dtau_out(3);
+  const double expected = loss.forward_backward(
+      {student.data(), rows, cols, ld}, {teacher.data(), rows, cols, ld}, weighting,
+      {gs.data(), rows, cols, ld}, {gt.data(), rows, cols, ld}, rows_out.data(), dtau_out.data());
+  // The padding of the in-place buffers holds logits; compare the gradients on the columns.
+  const auto same_gradient = [&](const std::vector<T>& got, const std::vector<T>& want,
+                                 const std::vector<T>& original) {
+    lskd::index mismatches = 0;
+    for (lskd::index r = 0; r < rows; ++r) {
+      for (lskd::index c = 0; c < ld; ++c) {
+        const auto i = static_cast<std::size_t>(r * ld + c);
+        const T reference = c < cols ? want[i] : original[i];
+        const bool same = std::memcmp(&got[i], &reference, sizeof(T)) == 0;
+        if (!same) ++mismatches;
+      }
+    }
+    return mismatches;
+  };
+
+  SECTION("student and teacher in place in one call") {
+    auto s = student;
+    auto t = teacher;
+    std::vector<double> rows_in(rows), dtau_in(3);
+    const double got = loss.forward_backward(
+        {s.data(), rows, cols, ld}, {t.data(), rows, cols, ld}, weighting,
+        {s.data(), rows, cols, ld}, {t.data(), rows, cols, ld}, rows_in.data(), dtau_in.data());
+    CHECK(got == expected);
+    CHECK(rows_in == rows_out);
+    CHECK(dtau_in == dtau_out);
+    CHECK(same_gradient(s, gs, student) == 0);
+    CHECK(same_gradient(t, gt, teacher) == 0);
+  }
+  SECTION("the student's gradient alone in place") {
+    auto s = student;
+    std::vector<T> gs_alone(student.size(), T(0));
+    std::vector<double> dtau_alone(3), dtau_in(3);
+    const double out_of_place = loss.forward_backward(
+        {student.data(), rows, cols, ld}, {teacher.data(), rows, cols, ld}, weighting,
+        {gs_alone.data(), rows, cols, ld}, {}, nullptr, dtau_alone.data());
+    const double got = loss.forward_backward({s.data(), rows, cols, ld},
+                                             {teacher.data(), rows, cols, ld}, weighting,
+                                             {s.data(), rows, cols, ld}, {}, nullptr,
+                                             dtau_in.data());
+    CHECK(got == out_of_place);
+    CHECK(dtau_in == dtau_alone);
+    CHECK(same_gradient(s, gs_alone, student) == 0);
+  }
+  SECTION("the teacher's gradient alone in place") {
+    auto t = teacher;
+    std::vector<T> gt_alone(teacher.size(), T(0));
+    const double out_of_place = loss.forward_backward(
+        {student.data(), rows, cols, ld}, {teacher.data(), rows, cols, ld}, weighting, {},
+        {gt_alone.data(), rows, cols, ld});
+    const double got = loss.forward_backward({student.data(), rows, cols, ld},
+                                             {t.data(), rows, cols, ld}, weighting, {},
+                                             {t.data(), rows, cols, ld});
+    CHECK(got == out_of_place);
+    CHECK(same_gradient(t, gt_alone, teacher) == 0);
+  }
 }
