@@ -152,6 +152,29 @@ int finish(const lskd_c_detail::request& q, reduction how, std::size_t temperatu
   return LSKD_OK;
 }
 
+// The reduced loss and the temperature gradients are doubles the C++ functor never sees (it
+// gets its own buffers for them): they must not lie inside a logit or gradient buffer, which
+// they would silently overwrite. The shapes have been checked (run_request in c_api.cpp).
+template <class In, class Out>
+void check_scalar_outputs(const char* function, const lskd_c_detail::request& q, reduction how,
+                          std::size_t temperature_count, const matrix_view<const In>& student,
+                          const matrix_view<const In>& teacher, const matrix_view<Out>& grad_student,
+                          const matrix_view<Out>& grad_teacher) {
+  if (q.rows <= 0) return;
+  const auto apart = [&](const char* name, const double* data, std::size_t count) {
+    const matrix_view<const double> outputs(data, 1, static_cast<index>(count));
+    detail::check_no_overlap(function, name, outputs, "student", student, false);
+    detail::check_no_overlap(function, name, outputs, "teacher", teacher, false);
+    detail::check_no_overlap(function, name, outputs, "grad_student", grad_student, false);
+    detail::check_no_overlap(function, name, outputs, "grad_teacher", grad_teacher, false);
+  };
+  if (how != reduction::none) apart("loss", q.loss, 1);
+  if (q.grad_temperature != nullptr) {
+    apart(temperature_count > 1 ? "grad_temperatures" : "grad_temperature", q.grad_temperature,
+          temperature_count);
+  }
+}
+
 bool wants_gradient(const lskd_c_detail::request& q) {
   return q.grad_student != nullptr || q.grad_teacher != nullptr ||
          q.grad_temperature != nullptr;
@@ -172,6 +195,8 @@ int run_kd_request(const lskd_c_detail::request& q) {
   const auto teacher = input_view<T>(q.teacher, q, q.ld_teacher);
   const auto grad_student = output_view<T>(q.grad_student, q, q.ld_grad_student);
   const auto grad_teacher = output_view<T>(q.grad_teacher, q, q.ld_grad_teacher);
+  check_scalar_outputs("lskd::kd_loss", q, options.reduction, 1, student, teacher, grad_student,
+                       grad_teacher);
   return finish(q, options.reduction, 1, [&](double* row_losses, double* tau) {
     if (!wants_gradient(q)) return kd.forward(student, teacher, weights, row_losses);
     return kd.forward_backward(student, teacher, weights, grad_student, grad_teacher, row_losses,
@@ -191,6 +216,8 @@ int run_half_request(const lskd_c_detail::request& q) {
   const auto teacher = input_view<Storage>(q.teacher, q, q.ld_teacher);
   const auto grad_student = output_view<float>(q.grad_student, q, q.ld_grad_student);
   const auto grad_teacher = output_view<float>(q.grad_teacher, q, q.ld_grad_teacher);
+  check_scalar_outputs("lskd::kd_loss", q, options.reduction, 1, student, teacher, grad_student,
+                       grad_teacher);
   return finish(q, options.reduction, 1, [&](double* row_losses, double* tau) {
     if (!wants_gradient(q)) return kd.forward(student, teacher, weights, row_losses);
     return kd.forward_backward(student, teacher, grad_student, grad_teacher, row_losses, tau,
@@ -206,6 +233,8 @@ int run_dkd_request(const lskd_c_detail::request& q) {
   const auto teacher = input_view<T>(q.teacher, q, q.ld_teacher);
   const auto grad_student = output_view<T>(q.grad_student, q, q.ld_grad_student);
   const auto grad_teacher = output_view<T>(q.grad_teacher, q, q.ld_grad_teacher);
+  check_scalar_outputs("lskd::dkd_loss", q, options.reduction, 1, student, teacher, grad_student,
+                       grad_teacher);
   return finish(q, options.reduction, 1, [&](double* row_losses, double* tau) {
     if (!wants_gradient(q)) return dkd.forward(student, teacher, q.targets, row_losses);
     return dkd.forward_backward(student, teacher, q.targets, grad_student, grad_teacher,
@@ -230,6 +259,8 @@ int run_multi_temperature_request(const lskd_c_detail::request& q) {
   const auto teacher = input_view<T>(q.teacher, q, q.ld_teacher);
   const auto grad_student = output_view<T>(q.grad_student, q, q.ld_grad_student);
   const auto grad_teacher = output_view<T>(q.grad_teacher, q, q.ld_grad_teacher);
+  check_scalar_outputs("lskd::multi_temperature_kd_loss", q, how, count, student, teacher,
+                       grad_student, grad_teacher);
   return finish(q, how, count, [&](double* row_losses, double* tau) {
     if (!wants_gradient(q)) return kd.forward(student, teacher, row_losses);
     return kd.forward_backward(student, teacher, grad_student, grad_teacher, row_losses, tau);

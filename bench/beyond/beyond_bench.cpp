@@ -14,6 +14,10 @@
 //   BM_kd_forward_backward_lskd_<t>_grad_<t>          half_precision_kd_loss<t>, gradient in t
 //                                          (t: bf16 = Eigen::bfloat16, half = Eigen::half)
 //
+//   BM_multi_temperature_forward_backward_lskd_float_on_bf16_values   multi-temperature KD
+//                                          (4 temperatures) on bf16 logits widened beforehand
+//   BM_multi_temperature_forward_backward_lskd_bf16_grad_float        the 16-bit wrapper
+//
 //   BM_kd_forward_backward_ddof0_lskd          unweighted Z-score with ddof 0 (the baseline)
 //   BM_kd_forward_backward_class_weights_lskd  kd_loss<float>::with_class_weights, ddof 0
 //
@@ -196,6 +200,41 @@ void BM_kd_forward_backward_16bit(benchmark::State& state) {
   account(state, sizeof(Storage), sizeof(Gradient));
 }
 
+/// Multi-temperature KD over 4 temperatures on the 16-bit logits widened beforehand (the
+/// baseline), and on the 16-bit storage itself with a float gradient.
+template <class Storage>
+void BM_multi_temperature_forward_backward_float_on_values(benchmark::State& state) {
+  const auto& d = narrow_data<Storage>();
+  std::vector<float> grad(d.student_values.size());
+  lskd::multi_temperature_kd_options o;
+  o.temperatures = temperatures(4);
+  const lskd::multi_temperature_kd_loss<float> loss(o);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(loss.forward_backward({d.student_values.data(), rows, classes},
+                                                   {d.teacher_values.data(), rows, classes},
+                                                   {grad.data(), rows, classes}));
+    benchmark::ClobberMemory();
+  }
+  account(state, sizeof(float), sizeof(float));
+}
+
+template <class Storage>
+void BM_multi_temperature_forward_backward_16bit(benchmark::State& state) {
+  const auto& d = narrow_data<Storage>();
+  std::vector<float> grad(d.student.size());
+  lskd::multi_temperature_kd_options o;
+  o.temperatures = temperatures(4);
+  const lskd::half_precision_multi_temperature_kd_loss<Storage> loss(o);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(loss.forward_backward({d.student.data(), rows, classes},
+                                                   {d.teacher.data(), rows, classes},
+                                                   lskd::matrix_view<float>(grad.data(), rows,
+                                                                            classes)));
+    benchmark::ClobberMemory();
+  }
+  account(state, sizeof(Storage), sizeof(float));
+}
+
 /// Class weights U(0, 2), seeded: the weighted Z-score's cost does not depend on their values.
 std::vector<double> class_weights() {
   std::mt19937 engine(11);
@@ -285,6 +324,12 @@ BENCHMARK_TEMPLATE(BM_kd_forward_backward_16bit, Eigen::half, float)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK_TEMPLATE(BM_kd_forward_backward_16bit, Eigen::half, Eigen::half)
     ->Name("BM_kd_forward_backward_lskd_half_grad_half")
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_multi_temperature_forward_backward_float_on_values, Eigen::bfloat16)
+    ->Name("BM_multi_temperature_forward_backward_lskd_float_on_bf16_values")
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_multi_temperature_forward_backward_16bit, Eigen::bfloat16)
+    ->Name("BM_multi_temperature_forward_backward_lskd_bf16_grad_float")
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_kd_forward_backward_ddof0_lskd)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_kd_forward_backward_class_weights_lskd)->Unit(benchmark::kMicrosecond);

@@ -198,15 +198,31 @@ def _check_matrix(name, array, dtype=None, shape=None, writeable=False):
     return ld
 
 
+def _real(name, value):
+    """A real number as float; refuses strings, booleans and complex values that float() would
+    take or mangle (float("2"), float(True))."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"'{name}' must be a real number (got {value!r})")
+    return float(value)
+
+
+def _integer(name, value):
+    """An integer as int; refuses 1.9 (which int() would truncate), strings and booleans."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"'{name}' must be an integer (got {value!r})")
+    return int(value)
+
+
 def _options(temperature, standardize, ddof, eps, reduction, scale_by_t2):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
     options = _Options()
     load_library().lskd_kd_options_init(ctypes.byref(options))
-    options.temperature = float(temperature)
+    options.temperature = _real("temperature", temperature)
     options.standardize = 1 if standardize else 0
-    options.ddof = int(ddof)
-    options.eps = float(eps)
+    options.ddof = _integer("ddof", ddof)
+    options.eps = _real("eps", eps)
     options.reduction = _REDUCTIONS[reduction]
     options.scale_by_t2 = 1 if scale_by_t2 else 0
     return options
@@ -303,7 +319,7 @@ def kd_loss_weighted(student, teacher, row_weights=None, *, normalizer=0.0, temp
                 else library.lskd_kd_weighted_f64)
     code = function(student.ctypes.data, ld_student, teacher.ctypes.data, ld_teacher, rows, cols,
                     ctypes.byref(options), None if weights is None else weights.ctypes.data,
-                    float(normalizer), losses.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                    _real("normalizer", normalizer), losses.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
                     gs_pointer, gs_ld, gt_pointer, gt_ld,
                     ctypes.byref(tau) if return_grad_temperature else None)
     if code != _OK:
@@ -331,12 +347,12 @@ def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
         raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
     options = _DkdOptions()
     library.lskd_dkd_options_init(ctypes.byref(options))
-    options.temperature = float(temperature)
-    options.alpha = float(alpha)
-    options.beta = float(beta)
+    options.temperature = _real("temperature", temperature)
+    options.alpha = _real("alpha", alpha)
+    options.beta = _real("beta", beta)
     options.standardize = 1 if standardize else 0
-    options.ddof = int(ddof)
-    options.eps = float(eps)
+    options.ddof = _integer("ddof", ddof)
+    options.eps = _real("eps", eps)
     options.reduction = _REDUCTIONS[reduction]
     options.scale_by_t2 = 1 if scale_by_t2 else 0
     losses = np.empty(rows if reduction == "none" else 1, dtype=np.float64)

@@ -184,6 +184,16 @@ class BadInputs(unittest.TestCase):
             lskd_ctypes.kd_loss(self.student, self.teacher, temperature=-1.0)
         with self.assertRaises(ValueError):  # LskdError subclasses ValueError for these
             lskd_ctypes.kd_loss(self.student, self.teacher, ddof=3)
+        # Options of the wrong type are refused, not coerced (ddof 1.9 is not ddof 1).
+        with self.assertRaisesRegex(TypeError, "'ddof' must be an integer"):
+            lskd_ctypes.kd_loss(self.student, self.teacher, ddof=1.9)
+        with self.assertRaisesRegex(TypeError, "'temperature' must be a real number"):
+            lskd_ctypes.kd_loss(self.student, self.teacher, temperature="2")
+        with self.assertRaisesRegex(TypeError, "'eps' must be a real number"):
+            lskd_ctypes.kd_loss(self.student, self.teacher, eps=True)
+        self.assertEqual(lskd_ctypes.kd_loss(self.student, self.teacher, ddof=np.int64(1),
+                                             temperature=np.float32(2.0)),
+                         lskd_ctypes.kd_loss(self.student, self.teacher))
 
 
 def dkd_reference(student, teacher, targets, temperature, alpha, beta, standardize):
@@ -298,6 +308,8 @@ class BeyondPlainKD(unittest.TestCase):
         self.assertTrue(np.all(grad == 5.0), "an output was written on failure")
         with self.assertRaisesRegex(lskd_ctypes.LskdInvalidArgument, "'beta'"):
             lskd_ctypes.dkd_loss(self.student, self.teacher, [0] * 6, beta=-1.0)
+        with self.assertRaisesRegex(TypeError, "'alpha' must be a real number"):
+            lskd_ctypes.dkd_loss(self.student, self.teacher, [0] * 6, alpha=None)
 
 
 class AutogradFunction(unittest.TestCase):

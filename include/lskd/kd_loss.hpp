@@ -435,7 +435,8 @@ class kd_loss {
     }
 
     // Every row is scanned and checked before any output is written: phase one of the
-    // parallel loop below, then the first bad row's error, if any, before phase two.
+    // parallel loop below; phase two runs only if no row failed, and the first bad row's
+    // error is rethrown after it.
     std::vector<detail::row_scan<T>> student_scans(static_cast<std::size_t>(rows));
     std::vector<detail::row_scan<T>> teacher_scans(static_cast<std::size_t>(rows));
     first_failure failure;
@@ -444,9 +445,7 @@ class kd_loss {
                  !grad_student.empty(), !grad_teacher.empty(), student_scans, teacher_scans,
                  failure);
     };
-    const auto report_failure = [&] {
-      if (failure.error) std::rethrow_exception(failure.error);
-    };
+    const auto all_valid = [&] { return !failure.error; };
     const auto weight_of = [&](index r) {
       const double w = weights.weights == nullptr ? 1.0 : static_cast<double>(weights.weights[r]);
       return divisor > 0.0 ? w / divisor : 0.0;  // every row masked: loss 0, gradient 0
@@ -490,7 +489,8 @@ class kd_loss {
         if (gt != nullptr) grad_teacher.finish(r, gt);
       }
     };
-    detail::for_row_ranges_in_two_phases(execution_, rows, scan_phase, report_failure, loss_phase);
+    detail::for_row_ranges_in_two_phases(execution_, rows, scan_phase, all_valid, loss_phase);
+    if (failure.error) std::rethrow_exception(failure.error);
 
     // Rows are combined in index order, in double: the same result for any schedule.
     double total = 0.0;

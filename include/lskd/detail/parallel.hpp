@@ -61,51 +61,51 @@ inline void for_row_ranges(const execution& how, index rows, Body&& body) {
   if (failure) std::rethrow_exception(failure);
 }
 
-/// for_row_ranges(first), then between() on the calling thread, then for_row_ranges(second),
-/// with each range of rows on the same thread in both phases (its rows are still in that
-/// core's cache) and, under OpenMP, in one parallel region with barriers, not three forks and
-/// joins: on a short batch those cost as much as the rows. If a phase throws, the later ones do
+/// for_row_ranges(first), then, if proceed() is true, for_row_ranges(second), with each range
+/// of rows on the same thread in both phases (its rows are still in that core's cache) and,
+/// under OpenMP, in one parallel region with one barrier, not two forks and joins: on a short
+/// batch those cost as much as the rows. proceed() must only read what the first phase wrote;
+/// under OpenMP every thread calls it after the barrier. If a phase throws, the second does
 /// not run and the first exception caught is rethrown on the calling thread. A caller's
 /// parallel_for gets two calls: a barrier inside one could wait forever.
-template <class First, class Between, class Second>
+template <class First, class Proceed, class Second>
 inline void for_row_ranges_in_two_phases(const execution& how, index rows, First&& first,
-                                         Between&& between, Second&& second) {
+                                         Proceed&& proceed, Second&& second) {
 #if defined(_OPENMP)
   const int threads = how.threads > 0 ? how.threads : omp_get_max_threads();
   if (!how.parallel_for && threads > 1 && rows > 1) {
     std::exception_ptr failure;
     std::mutex failure_mutex;
-    const auto guarded = [&](auto&& phase, auto... range) {
+    bool first_failed = false;  // written under the mutex in phase one, read after the barrier
+    const auto guarded = [&](auto&& phase, index begin, index end) {
       try {
-        phase(range...);
+        phase(begin, end);
       } catch (...) {
         const std::lock_guard<std::mutex> lock(failure_mutex);
         if (!failure) failure = std::current_exception();
+        return false;
       }
+      return true;
     };
-    bool proceed = false;  // written by one thread inside `single`, read after its barrier
 #pragma omp parallel num_threads(threads)
     {
       const index count = omp_get_num_threads();
       const index rank = omp_get_thread_num();
       const index begin = rows * rank / count;
       const index end = rows * (rank + 1) / count;
-      if (begin < end) guarded(first, begin, end);
-#pragma omp barrier
-#pragma omp single
-      {
-        if (!failure) guarded(between);
-        proceed = !failure;
+      if (begin < end && !guarded(first, begin, end)) {
+        const std::lock_guard<std::mutex> lock(failure_mutex);
+        first_failed = true;
       }
-      if (proceed && begin < end) guarded(second, begin, end);
+#pragma omp barrier
+      if (!first_failed && proceed() && begin < end) guarded(second, begin, end);
     }
     if (failure) std::rethrow_exception(failure);
     return;
   }
 #endif
   for_row_ranges(how, rows, first);
-  between();
-  for_row_ranges(how, rows, second);
+  if (proceed()) for_row_ranges(how, rows, second);
 }
 
 }  // namespace detail

@@ -931,6 +931,19 @@ static void check_new_errors(void) {
   /* grad_temperature over the loss. */
   EXPECT_NEW_ERROR(lskd_kd_weighted_f64(s, 3, t, 3, 2, 3, &o, NULL, 0, loss, gs, 3, gt, 3, loss),
                    LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperature' overlaps 'loss'");
+  /* The reduced loss or a temperature gradient inside a logit or gradient buffer. */
+  EXPECT_NEW_ERROR(lskd_kd_weighted_f64(s, 3, t, 3, 2, 3, &o, NULL, 0, gs + 1, gs, 3, gt, 3, NULL),
+                   LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'grad_student'");
+  EXPECT_NEW_ERROR(lskd_kd_weighted_f64(s, 3, t, 3, 2, 3, &o, NULL, 0, loss, gs, 3, gt, 3, gt + 2),
+                   LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperature' overlaps 'grad_teacher'");
+  {
+    lskd_kd_options per_class = o;
+    const double weights3[3] = {1, 2, 1};
+    per_class.ddof = 0;
+    EXPECT_NEW_ERROR(lskd_kd_class_weighted_f64(s, 3, t, 3, 2, 3, &per_class, weights3, gt + 4,
+                                                gs, 3, gt, 3, NULL),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'grad_teacher'");
+  }
 
   /* DKD. */
   {
@@ -943,6 +956,8 @@ static void check_new_errors(void) {
                      LSKD_ERROR_INVALID_ARGUMENT, "row 1");
     EXPECT_NEW_ERROR(lskd_dkd_f64(s, 3, t, 3, 2, 3, negative_target, &d, loss, gs, 3, gt, 3, tau),
                      LSKD_ERROR_INVALID_ARGUMENT, "lskd_dkd_f64: 'targets' [0]");
+    EXPECT_NEW_ERROR(lskd_dkd_f64(s, 3, t, 3, 2, 3, good, &d, gt + 5, gs, 3, gt, 3, NULL),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'grad_teacher'");
     EXPECT_NEW_ERROR(lskd_dkd_f64(s, 3, t, 3, 2, 3, NULL, &d, loss, gs, 3, gt, 3, tau),
                      LSKD_ERROR_INVALID_ARGUMENT, "'targets'");
     EXPECT_NEW_ERROR(lskd_dkd_f64(s, 3, t, 3, 6, 1, good, &d, loss, gs, 1, gt, 1, tau),
@@ -1002,6 +1017,9 @@ static void check_new_errors(void) {
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, bad_temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, tau),
                      LSKD_ERROR_INVALID_ARGUMENT, "lskd_multi_temperature_kd_f64: 'temperatures'");
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, temperatures, 2, &o, loss,
+                                                   gs, 3, gt, 3, gs + 4),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperatures' overlaps 'grad_student'");
     double bad_s[6] = {1, 2, 3, 4, NAN, 6};
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(bad_s, 3, t, 3, 2, 3, temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, tau),
