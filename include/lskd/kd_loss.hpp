@@ -89,18 +89,7 @@ class kd_loss {
                                     const std::vector<double>& class_weights,
                                     execution how = {}) {
     kd_loss loss(options, std::move(how));
-    if (!options.standardize) {
-      detail::throw_invalid(name, "'class_weights' weight the Z-score statistics; they need "
-                                  "standardize = true");
-    }
-    if (options.ddof != 0) {
-      detail::throw_invalid(name, "with 'class_weights' the variance divides by the sum of the "
-                                  "weights (all-ones weights = ddof 0); set ddof = 0");
-    }
-    if (!(options.eps > 0.0)) {
-      detail::throw_invalid(name, "with 'class_weights' eps must be > 0: a row whose weighted "
-                                  "classes are equal has a weighted std of 0");
-    }
+    detail::check_class_weight_options(name, options.standardize, options.ddof, options.eps);
     loss.class_weights_ = detail::checked_class_weights<T>(
         name, class_weights, static_cast<index>(class_weights.size()));
     return loss;

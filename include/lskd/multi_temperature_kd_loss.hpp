@@ -86,18 +86,7 @@ class multi_temperature_kd_loss {
                                                       execution how = {}) {
     multi_temperature_kd_loss loss(std::move(options), std::move(how));
     const auto& o = loss.options_;
-    if (!o.standardize) {
-      detail::throw_invalid(name, "'class_weights' weight the Z-score statistics; they need "
-                                  "standardize = true");
-    }
-    if (o.ddof != 0) {
-      detail::throw_invalid(name, "with 'class_weights' the variance divides by the sum of the "
-                                  "weights (all-ones weights = ddof 0); set ddof = 0");
-    }
-    if (!(o.eps > 0.0)) {
-      detail::throw_invalid(name, "with 'class_weights' eps must be > 0: a row whose weighted "
-                                  "classes are equal has a weighted std of 0");
-    }
+    detail::check_class_weight_options(name, o.standardize, o.ddof, o.eps);
     loss.class_weights_ = detail::checked_class_weights<T>(
         name, class_weights, static_cast<index>(class_weights.size()));
     return loss;

@@ -106,6 +106,25 @@ inline void weighted_std_path(const T* x, const T* weights, index n, const affin
   });
 }
 
+/// The options a loss with per-class weights needs, shared by every loss that takes them:
+/// standardize on (the weights weight the Z-score), ddof 0 (the variance divides by the
+/// weights' sum) and eps > 0 (a row can have a weighted std of 0 without being constant).
+inline void check_class_weight_options(const char* function, bool standardize, int ddof,
+                                       double eps) {
+  if (!standardize) {
+    throw_invalid(function, "'class_weights' weight the Z-score statistics; they need "
+                            "standardize = true");
+  }
+  if (ddof != 0) {
+    throw_invalid(function, "with 'class_weights' the variance divides by the sum of the "
+                            "weights (all-ones weights = ddof 0); set ddof = 0");
+  }
+  if (!(eps > 0.0)) {
+    throw_invalid(function, "with 'class_weights' eps must be > 0: a row whose weighted "
+                            "classes are equal has a weighted std of 0");
+  }
+}
+
 /// Checks per-class weights for `classes` columns: the right count, each finite and >= 0, and
 /// a positive sum. Returns them in T.
 template <class T>
