@@ -604,3 +604,70 @@ TEMPLATE_TEST_CASE("softmax and log_softmax refuse bad views, options and data, 
 }
 
 }  // namespace lskd_test
+
+namespace lskd_test {
+namespace {
+
+// A gradient that would overflow is refused in classic KD too (a row weight near the largest
+// float, or a tiny normalizer), and nothing is written; found by a new user's trial.
+TEST_CASE("classic KD refuses a row weight or normalizer that would overflow the gradient",
+          "[bad_input]") {
+  const std::vector<float> student = {10, -10, 0, 0};
+  const std::vector<float> teacher = {-10, 10, 0, 0};
+  std::vector<float> grad(4, 7.0f);
+  lskd::kd_options classic;
+  classic.standardize = false;
+  classic.reduction = lskd::reduction::sum;
+  const std::vector<float> huge = {3e38f};
+  const lskd::matrix_view<const float> s(student.data(), 1, 4), t(teacher.data(), 1, 4);
+  CHECK_THROWS_WITH(lskd::kd_loss<float>(classic).forward_backward(
+                        s, t, lskd::row_weights<float>{huge.data(), 0.0}, {grad.data(), 1, 4}),
+                    Catch::Contains("student logits row 0: its gradient could exceed"));
+  classic.reduction = lskd::reduction::batchmean;
+  CHECK_THROWS_WITH(lskd::kd_loss<float>(classic).forward_backward(
+                        s, t, lskd::row_weights<float>{nullptr, 1e-300}, {grad.data(), 1, 4}),
+                    Catch::Contains("could exceed the largest finite value"));
+  CHECK(grad == std::vector<float>(4, 7.0f));
+  // Sane weights and 1e38 logits still work.
+  const std::vector<float> big = {1e38f, -1e38f, 0, 0};
+  const double loss = lskd::kd_loss<float>(classic).forward_backward(
+      {big.data(), 1, 4}, t, {grad.data(), 1, 4});
+  CHECK(std::isfinite(loss));
+  for (float g : grad) CHECK(std::isfinite(g));
+}
+
+}  // namespace
+}  // namespace lskd_test
+
+namespace lskd_test {
+namespace {
+
+// Row weights inside a gradient, or the temperature gradient inside any buffer, were accepted
+// and silently corrupted results (a new user's trial): now refused, nothing written.
+TEST_CASE("row weights and the temperature gradient may not share memory with the buffers",
+          "[bad_input]") {
+  const lskd::index rows = 2, cols = 4;
+  std::vector<double> student = {1, 2, 3, 4, 4, 3, 2, 1};
+  const std::vector<double> teacher = {0, 1, 0, 1, 2, 0, 2, 0};
+  std::vector<double> grad(8, 7.0);
+  const lskd::kd_loss<double> kd;
+  const lskd::matrix_view<const double> s(student.data(), rows, cols), t(teacher.data(), rows,
+                                                                          cols);
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, lskd::row_weights<double>{grad.data() + 4, 0.0},
+                                        {grad.data(), rows, cols}),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  double tau_gradient = 5.0;
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, {grad.data(), rows, cols}, {}, nullptr,
+                                        student.data() + 3),
+                    Catch::Contains("'grad_temperature' overlaps 'student'"));
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, {grad.data(), rows, cols}, {}, nullptr,
+                                        grad.data() + 2),
+                    Catch::Contains("'grad_temperature' overlaps 'grad_student'"));
+  CHECK(grad == std::vector<double>(8, 7.0));
+  CHECK(student == std::vector<double>({1, 2, 3, 4, 4, 3, 2, 1}));
+  CHECK_NOTHROW(kd.forward_backward(s, t, {grad.data(), rows, cols}, {}, nullptr, &tau_gradient));
+  CHECK(tau_gradient != 5.0);
+}
+
+}  // namespace
+}  // namespace lskd_test

@@ -328,6 +328,27 @@ class dkd_loss {
       divisor = weights.normalizer > 0.0 ? weights.normalizer : total_weight;
     }
 
+    // A gradient that could overflow T is refused, as in kd_loss, still before any output is
+    // written; DKD's terms scale it by at most alpha + beta.
+    const dkd_options& o = options_;
+    for (index r = 0; r < rows; ++r) {
+      const auto i = static_cast<std::size_t>(r);
+      const double w = weights.weights == nullptr ? 1.0 : static_cast<double>(weights.weights[r]);
+      if (w == 0.0) continue;
+      const double scale = (divisor > 0.0 ? w / divisor : 0.0) *
+                           (std::fabs(o.alpha) + std::fabs(o.beta));
+      if (!grad_student.empty()) {
+        detail::check_gradient_fits(name, student_scans[i], teacher_scans[i], o.standardize,
+                                    o.ddof, o.eps, o.temperature, o.scale_by_t2, scale,
+                                    "student logits", r);
+      }
+      if (!grad_teacher.empty()) {
+        detail::check_gradient_fits(name, teacher_scans[i], student_scans[i], o.standardize,
+                                    o.ddof, o.eps, o.temperature, o.scale_by_t2, scale,
+                                    "teacher logits", r);
+      }
+    }
+
     const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||
                                 grad_temperature != nullptr;
     std::vector<double> losses(static_cast<std::size_t>(rows));

@@ -97,7 +97,8 @@ class kd_loss {
 
   const kd_options& options() const noexcept { return options_; }
   const execution& how() const noexcept { return execution_; }
-  /// The per-class weights of the Z-score (empty when unweighted), rounded to T.
+  /// The per-class weights of the Z-score (empty when unweighted): scaled by a power of two so
+  /// that the largest is in [0.5, 1) (only their ratios matter), then rounded to T.
   const std::vector<T>& class_weights() const noexcept { return class_weights_; }
 
   /// The architecture this functor's kernels run on ("scalar", "sse2", "avx512f", ...).
@@ -292,35 +293,14 @@ class kd_loss {
     if (!class_weights_.empty() && student_scan.usable < n) {
       check_weighted_classes_left(student, n, r);
     }
-    if (student_gradient) check_gradient_fits(student_scan, row_weight, "student logits", r);
-    if (teacher_gradient) check_gradient_fits(teacher_scan, row_weight, "teacher logits", r);
-  }
-
-  /// Refuses a row whose gradient could overflow T. Through the std the gradient grows like
-  /// 1 / (std + eps): with eps = 0 and a row whose values differ by subnormal amounts it can
-  /// exceed the largest T. Since std >= (max - min) / sqrt(2 (classes - ddof)), every entry is
-  /// at most weight * (f / tau) * (1 + classes) / (that bound + eps); only when this bound
-  /// nears the largest finite T is the row refused (so rows with eps >= 1e-30 never are).
-  void check_gradient_fits(const detail::row_scan<T>& scan, double row_weight, const char* whose,
-                           index row) const {
-    if (!options_.standardize) return;
-    const double tau = options_.temperature;
-    const double factor = (options_.scale_by_t2 ? tau * tau : 1.0) / tau;
-    const double degrees = static_cast<double>(scan.usable - options_.ddof);
-    const double spread = (static_cast<double>(scan.max) - static_cast<double>(scan.min)) /
-                          std::sqrt(2.0 * degrees);
-    const double bound = row_weight * factor * (1.0 + static_cast<double>(scan.usable)) /
-                         (spread + options_.eps);
-    if (!(bound < 0.25 * static_cast<double>(std::numeric_limits<T>::max()))) {
-      detail::throw_domain(
-          name, std::string(whose) + " row " + std::to_string(row) +
-                    ": its gradient could exceed the largest finite value of T (a bound of " +
-                    detail::number(bound) + " from temperature " +
-                    detail::number(options_.temperature) + ", eps " +
-                    detail::number(options_.eps) + ", row weight " + detail::number(row_weight) +
-                    " and a spread max - min = " +
-                    detail::number(static_cast<double>(scan.max) - static_cast<double>(scan.min)) +
-                    "); use eps > 0, a smaller temperature or weight, or a wider type");
+    const kd_options& o = options_;
+    if (student_gradient) {
+      detail::check_gradient_fits(name, student_scan, teacher_scan, o.standardize, o.ddof, o.eps,
+                                  o.temperature, o.scale_by_t2, row_weight, "student logits", r);
+    }
+    if (teacher_gradient) {
+      detail::check_gradient_fits(name, teacher_scan, student_scan, o.standardize, o.ddof, o.eps,
+                                  o.temperature, o.scale_by_t2, row_weight, "teacher logits", r);
     }
   }
 
@@ -387,11 +367,44 @@ class kd_loss {
     detail::check_row_weights(name, weights, rows, options_.reduction);
   }
 
+  /// Row weights are read while gradients are written, and the temperature gradient is
+  /// written last: neither may share memory with a buffer that would change or be changed.
+  static void check_side_buffers(const matrix_view<const T>& student,
+                                 const matrix_view<const T>& teacher,
+                                 const row_weights<T>& weights, const matrix_view<T>& grad_student,
+                                 const matrix_view<T>& grad_teacher, const double* row_losses,
+                                 const double* grad_temperature) {
+    const index rows = student.rows();
+    if (rows == 0) return;
+    if (weights.weights != nullptr) {
+      const matrix_view<const T> read(weights.weights, rows, 1);
+      detail::check_no_overlap(name, "grad_student", grad_student, "row_weights", read, false);
+      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "row_weights", read, false);
+    }
+    if (grad_temperature != nullptr) {
+      const matrix_view<const double> tau(grad_temperature, 1, 1);
+      detail::check_no_overlap(name, "grad_temperature", tau, "student", student, false);
+      detail::check_no_overlap(name, "grad_temperature", tau, "teacher", teacher, false);
+      detail::check_no_overlap(name, "grad_temperature", tau, "grad_student", grad_student, false);
+      detail::check_no_overlap(name, "grad_temperature", tau, "grad_teacher", grad_teacher, false);
+      if (row_losses != nullptr) {
+        const matrix_view<const double> losses(row_losses, rows, 1);
+        detail::check_no_overlap(name, "grad_temperature", tau, "row_losses", losses, false);
+      }
+      if (weights.weights != nullptr) {
+        const matrix_view<const T> read(weights.weights, rows, 1);
+        detail::check_no_overlap(name, "grad_temperature", tau, "row_weights", read, false);
+      }
+    }
+  }
+
   double run(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
              const row_weights<T>& weights, const matrix_view<T>& grad_student,
              const matrix_view<T>& grad_teacher, double* row_losses,
              double* grad_temperature = nullptr) const {
     check_arguments(student, teacher, grad_student, grad_teacher, row_losses);
+    check_side_buffers(student, teacher, weights, grad_student, grad_teacher, row_losses,
+                       grad_temperature);
     return run_rows(detail::direct_rows<T>{student}, detail::direct_rows<T>{teacher}, weights,
                     detail::direct_gradient<T>{grad_student},
                     detail::direct_gradient<T>{grad_teacher}, row_losses, grad_temperature);

@@ -93,7 +93,8 @@ class multi_temperature_kd_loss {
   }
 
   const multi_temperature_kd_options& options() const noexcept { return options_; }
-  /// The per-class weights of the Z-score (empty when unweighted), rounded to T.
+  /// The per-class weights of the Z-score (empty when unweighted): scaled by a power of two so
+  /// that the largest is in [0.5, 1) (only their ratios matter), then rounded to T.
   const std::vector<T>& class_weights() const noexcept { return class_weights_; }
   static constexpr const char* arch_name() noexcept { return Arch::name(); }
 
@@ -286,6 +287,28 @@ class multi_temperature_kd_loss {
       double total_weight = 0.0;
       for (index r = 0; r < rows; ++r) total_weight += weight_at(r);
       divisor = weights.normalizer > 0.0 ? weights.normalizer : total_weight;
+    }
+
+    // A gradient that could overflow T is refused, as in kd_loss, still before any output is
+    // written: each temperature's bound, times the number of temperatures (their sum).
+    const multi_temperature_kd_options& o = options_;
+    for (index r = 0; r < rows; ++r) {
+      const auto i = static_cast<std::size_t>(r);
+      if (weight_at(r) == 0.0) continue;
+      const double scale =
+          (divisor > 0.0 ? weight_at(r) / divisor : 0.0) * static_cast<double>(count);
+      for (const double tau : o.temperatures) {
+        if (!grad_student.empty()) {
+          detail::check_gradient_fits(name, student_scans[i], teacher_scans[i], o.standardize,
+                                      o.ddof, o.eps, tau, o.scale_by_t2, scale, "student logits",
+                                      r);
+        }
+        if (!grad_teacher.empty()) {
+          detail::check_gradient_fits(name, teacher_scans[i], student_scans[i], o.standardize,
+                                      o.ddof, o.eps, tau, o.scale_by_t2, scale, "teacher logits",
+                                      r);
+        }
+      }
     }
     const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||
                                 grad_temperatures != nullptr;

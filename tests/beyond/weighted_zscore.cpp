@@ -268,3 +268,35 @@ TEST_CASE("class weights: the errors say what to change", "[weighted][errors]") 
   so.class_weights = weights;
   CHECK_THROWS_WITH(lskd::standardize<float>(so), Catch::Contains("ddof = 0"));
 }
+
+namespace {
+
+// Class weights valid as doubles but not as floats (1e300; 1e-300 beside zeros) are scaled by a
+// power of two before rounding: the statistics depend only on their ratios, so the result is
+// that of the same weights scaled to 1 (a new user's trial found a loss of 2^32 and NaN).
+TEST_CASE("class weights far outside float's range give the result of their ratios",
+          "[weighted_zscore]") {
+  const std::vector<float> student = {0.5f, -1.0f, 2.0f, 0.25f};
+  const std::vector<float> teacher = {1.0f, 0.0f, -0.5f, 0.75f};
+  lskd::kd_options o;
+  o.ddof = 0;
+  const auto run = [&](const std::vector<double>& weights) {
+    std::vector<float> grad(4);
+    const double loss = lskd::kd_loss<float>::with_class_weights(o, weights).forward_backward(
+        {student.data(), 1, 4}, {teacher.data(), 1, 4}, {grad.data(), 1, 4});
+    return std::make_pair(loss, grad);
+  };
+  const auto huge = run({1e300, 2e300, 1e300, 0.5e300});
+  const auto unit = run({1.0, 2.0, 1.0, 0.5});
+  CHECK(huge.first == Approx(unit.first).epsilon(1e-6));
+  for (std::size_t j = 0; j < 4; ++j) CHECK(huge.second[j] == Approx(unit.second[j]).margin(1e-6));
+  const auto tiny = run({1e-300, 0.0, 3e-300, 0.0});
+  const auto tiny_unit = run({1.0, 0.0, 3.0, 0.0});
+  CHECK(tiny.first == Approx(tiny_unit.first).epsilon(1e-6));
+  for (std::size_t j = 0; j < 4; ++j) {
+    CHECK(std::isfinite(tiny.second[j]));
+    CHECK(tiny.second[j] == Approx(tiny_unit.second[j]).margin(1e-6));
+  }
+}
+
+}  // namespace

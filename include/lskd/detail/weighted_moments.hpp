@@ -126,7 +126,10 @@ inline void check_class_weight_options(const char* function, bool standardize, i
 }
 
 /// Checks per-class weights for `classes` columns: the right count, each finite and >= 0, and
-/// a positive sum. Returns them in T.
+/// a positive sum. Returns them in T, scaled by a power of two so that the largest lies in
+/// [0.5, 1): the weighted statistics depend only on the weights' ratios, a power of two scales
+/// every weighted sum exactly, and weights valid in double but not in T (1e300, or 1e-300 and
+/// zeros) then neither overflow nor vanish.
 template <class T>
 inline std::vector<T> checked_class_weights(const char* function,
                                             const std::vector<double>& weights, index classes) {
@@ -135,18 +138,22 @@ inline std::vector<T> checked_class_weights(const char* function,
                                 " values but the logits have " + std::to_string(classes) +
                                 " classes");
   }
-  double total = 0.0;
-  std::vector<T> converted(weights.size());
+  double largest = 0.0;
   for (std::size_t j = 0; j < weights.size(); ++j) {
     if (!std::isfinite(weights[j]) || weights[j] < 0.0) {
       throw_invalid(function, "'class_weights' [" + std::to_string(j) + "] is " +
                                   number(weights[j]) + "; class weights must be finite and >= 0");
     }
-    total += weights[j];
-    converted[j] = static_cast<T>(weights[j]);
+    largest = weights[j] > largest ? weights[j] : largest;
   }
-  if (!(total > 0.0)) {
+  if (!(largest > 0.0)) {
     throw_invalid(function, "'class_weights' sum to 0; at least one class needs a weight > 0");
+  }
+  int exponent = 0;
+  std::frexp(largest, &exponent);
+  std::vector<T> converted(weights.size());
+  for (std::size_t j = 0; j < weights.size(); ++j) {
+    converted[j] = static_cast<T>(std::ldexp(weights[j], -exponent));
   }
   return converted;
 }
