@@ -158,7 +158,8 @@ int finish(const lskd_c_detail::request& q, reduction how, std::size_t temperatu
 template <class In, class Out>
 void check_scalar_outputs(const char* function, const lskd_c_detail::request& q, reduction how,
                           std::size_t temperature_count, const matrix_view<const In>& student,
-                          const matrix_view<const In>& teacher, const matrix_view<Out>& grad_student,
+                          const matrix_view<const In>& teacher,
+                          const matrix_view<Out>& grad_student,
                           const matrix_view<Out>& grad_teacher) {
   if (q.rows <= 0) return;
   const auto apart = [&](const char* name, const double* data, std::size_t count) {

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <exception>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -240,8 +241,8 @@ class kd_loss {
   template <class Rows>
   void scan_range(index begin, index end, const Rows& student, const Rows& teacher,
                   const T* weights, double weight_scale, bool student_gradient,
-                  bool teacher_gradient, std::vector<detail::row_scan<T>>& student_scans,
-                  std::vector<detail::row_scan<T>>& teacher_scans, first_failure& failure) const {
+                  bool teacher_gradient, detail::row_scan<T>* student_scans,
+                  detail::row_scan<T>* teacher_scans, first_failure& failure) const {
     const index n = student.view.cols();
     // Widened rows need a buffer of 2 rows; rows read in place need none.
     std::vector<T> buffer(static_cast<std::size_t>(Rows::widens ? 2 * n : 0));
@@ -337,8 +338,8 @@ class kd_loss {
       teacher_min = std::min(teacher_min, v);
       teacher_max = std::max(teacher_max, v);
     }
-    student_scan = {student_min, student_max, true, usable};
-    teacher_scan = {teacher_min, teacher_max, true, usable};
+    student_scan = {student_min, student_max, true, usable, false, 0.0, 0.0, 0.0};
+    teacher_scan = {teacher_min, teacher_max, true, usable, false, 0.0, 0.0, 0.0};
   }
 
   /// A row whose masked classes hold all the class weight has no weighted statistics.
@@ -439,13 +440,17 @@ class kd_loss {
     // Every row is scanned and checked before any output is written: phase one of the
     // parallel loop below; phase two runs only if no row failed, and the first bad row's
     // error is rethrown after it.
-    std::vector<detail::row_scan<T>> student_scans(static_cast<std::size_t>(rows));
-    std::vector<detail::row_scan<T>> teacher_scans(static_cast<std::size_t>(rows));
+    // Not value-initialized: each thread writes the scans of its own rows, and zeroing them
+    // here would move every cache line of the other thread's half between cores on each call.
+    const std::unique_ptr<detail::row_scan<T>[]> student_scans(
+        new detail::row_scan<T>[static_cast<std::size_t>(rows)]);
+    const std::unique_ptr<detail::row_scan<T>[]> teacher_scans(
+        new detail::row_scan<T>[static_cast<std::size_t>(rows)]);
     first_failure failure;
     const auto scan_phase = [&](index begin, index end) {
-      scan_range(begin, end, student, teacher, weights.weights, divisor > 0.0 ? 1.0 / divisor : 0.0,
-                 !grad_student.empty(), !grad_teacher.empty(), student_scans, teacher_scans,
-                 failure);
+      scan_range(begin, end, student, teacher, weights.weights,
+                 divisor > 0.0 ? 1.0 / divisor : 0.0, !grad_student.empty(),
+                 !grad_teacher.empty(), student_scans.get(), teacher_scans.get(), failure);
     };
     const auto all_valid = [&] { return !failure.error; };
     const auto weight_of = [&](index r) {

@@ -51,8 +51,8 @@ inline void classify_masked_row(const char* function, const T* student, const T*
     teacher_min = min_of(teacher_min, v);
     teacher_max = max_of(teacher_max, v);
   }
-  student_scan = {student_min, student_max, true, usable};
-  teacher_scan = {teacher_min, teacher_max, true, usable};
+  student_scan = {student_min, student_max, true, usable, false, 0.0, 0.0, 0.0};
+  teacher_scan = {teacher_min, teacher_max, true, usable, false, 0.0, 0.0, 0.0};
 }
 
 }  // namespace detail

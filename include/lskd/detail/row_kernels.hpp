@@ -27,16 +27,18 @@ namespace detail {
 /// Smallest and largest element of a row, whether every element is finite, and shifted
 /// moment sums. For a row with masked classes (-inf in both teacher and student), min and max
 /// are over the other classes, `usable` counts them, and the moment sums are not set.
+/// Trivially constructible, so that a batch's array of scans costs no writes until each thread
+/// fills its own rows; brace-initialize every member.
 template <class T>
 struct row_scan {
   T min;
   T max;
   bool finite;
-  index usable = 0;       ///< classes that are not masked; set by the caller's validation
-  bool moments = false;   ///< shift, sum and squares below are set
-  double shift = 0.0;     ///< K: the mean of the row's first pack
-  double sum = 0.0;       ///< sum (x - K)
-  double squares = 0.0;   ///< sum (x - K)^2
+  index usable;    ///< classes that are not masked; set by the caller's validation
+  bool moments;    ///< shift, sum and squares below are set
+  double shift;    ///< K: the mean of the row's first pack
+  double sum;      ///< sum (x - K)
+  double squares;  ///< sum (x - K)^2
 };
 
 /// One read of a row: min, max, whether every element is finite, and the sums of x - K and
@@ -108,7 +110,7 @@ inline row_scan<T> scan_row(const T* x, index n) {
     squares += d * d;
   }
 
-  row_scan<T> scan{low, high, true, n};
+  row_scan<T> scan{low, high, true, n, false, 0.0, 0.0, 0.0};
   if (std::isfinite(sum) && std::isfinite(squares)) {
     scan.moments = true;
     scan.shift = static_cast<double>(shift);

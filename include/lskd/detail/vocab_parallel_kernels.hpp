@@ -115,8 +115,8 @@ inline vocab_row_statistics shard_row_statistics(const T* student, const T* teac
       teacher_min = std::min(teacher_min, v);
       teacher_max = std::max(teacher_max, v);
     }
-    student_scan = {student_min, student_max, true, usable};
-    teacher_scan = {teacher_min, teacher_max, true, usable};
+    student_scan = {student_min, student_max, true, usable, false, 0.0, 0.0, 0.0};
+    teacher_scan = {teacher_min, teacher_max, true, usable, false, 0.0, 0.0, 0.0};
   }
 
   return {static_cast<double>(student_scan.usable), std::numeric_limits<double>::infinity(),
@@ -173,7 +173,8 @@ inline row_standardization<T> standardization_from(const vocab_logit_moments& mo
                                                    bool standardize, int ddof, double eps,
                                                    double temperature) {
   // min and max are logits of type T, so these conversions are exact.
-  const row_scan<T> scan{static_cast<T>(moments.min), static_cast<T>(moments.max), true, 0};
+  const row_scan<T> scan{static_cast<T>(moments.min), static_cast<T>(moments.max), true, 0, false,
+                         0.0, 0.0, 0.0};
   if (!standardize) {
     return {{T(1), scan.max, gain_in<T>(1.0 / temperature)}, 0.0, 1.0, 0.0};
   }
