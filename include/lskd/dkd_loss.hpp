@@ -337,16 +337,9 @@ class dkd_loss {
       if (w == 0.0) continue;
       const double scale = (divisor > 0.0 ? w / divisor : 0.0) *
                            (std::fabs(o.alpha) + std::fabs(o.beta));
-      if (!grad_student.empty()) {
-        detail::check_gradient_fits(name, student_scans[i], teacher_scans[i], o.standardize,
-                                    o.ddof, o.eps, o.temperature, o.scale_by_t2, scale,
-                                    "student logits", r);
-      }
-      if (!grad_teacher.empty()) {
-        detail::check_gradient_fits(name, teacher_scans[i], student_scans[i], o.standardize,
-                                    o.ddof, o.eps, o.temperature, o.scale_by_t2, scale,
-                                    "teacher logits", r);
-      }
+      detail::check_gradient_fits(name, student_scans[i], teacher_scans[i],
+                                  !grad_student.empty(), !grad_teacher.empty(), o.standardize,
+                                  o.ddof, o.eps, o.temperature, o.scale_by_t2, scale, r);
     }
 
     const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||

@@ -7,6 +7,7 @@
 
 #include <lskd/config.hpp>
 #include <lskd/detail/kd_coefficients.hpp>
+#include <lskd/detail/masked_rows.hpp>
 #include <lskd/detail/parallel.hpp>
 #include <lskd/detail/row_driver.hpp>
 #include <lskd/detail/row_sources.hpp>
@@ -276,7 +277,7 @@ class kd_loss {
                     detail::row_scan<T>& teacher_scan) const {
     const index needed = options_.standardize ? options_.ddof + 1 : 1;
     if (!student_scan.finite || !teacher_scan.finite) {
-      classify_masked_classes(student, teacher, n, r, student_scan, teacher_scan);
+      detail::classify_masked_row(name, student, teacher, n, r, student_scan, teacher_scan);
     }
     if (student_scan.usable < needed) {
       detail::throw_domain(
@@ -295,51 +296,9 @@ class kd_loss {
       check_weighted_classes_left(student, n, r);
     }
     const kd_options& o = options_;
-    if (student_gradient) {
-      detail::check_gradient_fits(name, student_scan, teacher_scan, o.standardize, o.ddof, o.eps,
-                                  o.temperature, o.scale_by_t2, row_weight, "student logits", r);
-    }
-    if (teacher_gradient) {
-      detail::check_gradient_fits(name, teacher_scan, student_scan, o.standardize, o.ddof, o.eps,
-                                  o.temperature, o.scale_by_t2, row_weight, "teacher logits", r);
-    }
-  }
-
-  /// A row with a non-finite value: -inf in both teacher and student masks that class (it
-  /// takes no part in the statistics or the softmax); anything else is an error naming the
-  /// row, the class and whose logit it is. Sets min, max and usable over the other classes.
-  static void classify_masked_classes(const T* student, const T* teacher, index n, index row,
-                                      detail::row_scan<T>& student_scan,
-                                      detail::row_scan<T>& teacher_scan) {
-    const T infinity = std::numeric_limits<T>::infinity();
-    index usable = 0;
-    T student_min = infinity, student_max = -infinity;
-    T teacher_min = infinity, teacher_max = -infinity;
-    for (index c = 0; c < n; ++c) {
-      const T x = student[c];
-      const T v = teacher[c];
-      if (x == -infinity && v == -infinity) continue;
-      if (!std::isfinite(x) || !std::isfinite(v)) {
-        const bool student_bad = !std::isfinite(x);
-        const T bad = student_bad ? x : v;
-        const char* kind = std::isnan(bad) ? "NaN" : (bad > 0 ? "+inf" : "-inf");
-        std::string message = std::string(student_bad ? "student" : "teacher") +
-                              " logits row " + std::to_string(row) + " has a non-finite value (" +
-                              kind + ") at class " + std::to_string(c);
-        if (bad == -infinity) {
-          message += "; a class is masked only when it is -inf in both the teacher and the "
-                     "student";
-        }
-        detail::throw_domain(name, message);
-      }
-      ++usable;
-      student_min = std::min(student_min, x);
-      student_max = std::max(student_max, x);
-      teacher_min = std::min(teacher_min, v);
-      teacher_max = std::max(teacher_max, v);
-    }
-    student_scan = {student_min, student_max, true, usable, false, 0.0, 0.0, 0.0};
-    teacher_scan = {teacher_min, teacher_max, true, usable, false, 0.0, 0.0, 0.0};
+    detail::check_gradient_fits(name, student_scan, teacher_scan, student_gradient,
+                                teacher_gradient, o.standardize, o.ddof, o.eps, o.temperature,
+                                o.scale_by_t2, row_weight, r);
   }
 
   /// A row whose masked classes hold all the class weight has no weighted statistics.

@@ -298,16 +298,9 @@ class multi_temperature_kd_loss {
       const double scale =
           (divisor > 0.0 ? weight_at(r) / divisor : 0.0) * static_cast<double>(count);
       for (const double tau : o.temperatures) {
-        if (!grad_student.empty()) {
-          detail::check_gradient_fits(name, student_scans[i], teacher_scans[i], o.standardize,
-                                      o.ddof, o.eps, tau, o.scale_by_t2, scale, "student logits",
-                                      r);
-        }
-        if (!grad_teacher.empty()) {
-          detail::check_gradient_fits(name, teacher_scans[i], student_scans[i], o.standardize,
-                                      o.ddof, o.eps, tau, o.scale_by_t2, scale, "teacher logits",
-                                      r);
-        }
+        detail::check_gradient_fits(name, student_scans[i], teacher_scans[i],
+                                    !grad_student.empty(), !grad_teacher.empty(), o.standardize,
+                                    o.ddof, o.eps, tau, o.scale_by_t2, scale, r);
       }
     }
     const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||

@@ -59,9 +59,10 @@ inline void check_row_weights(const char* function, const row_weights<T>& weight
   }
 }
 
-/// Refuses a row whose gradient could overflow T: a domain_error naming the row, unless an
-/// upper bound on every gradient entry stays below a quarter of the largest finite T. Shared by
-/// every loss; `weight` is what the row's gradient is scaled by (row weight after batchmean's
+/// Refuses a row whose student or teacher gradient (each when asked for) could overflow T: a
+/// domain_error naming the row and side, unless an upper bound on every gradient entry stays
+/// below a quarter of the largest finite T. Shared by every loss; `weight` is what the row's
+/// gradient is scaled by (row weight after batchmean's
 /// division, times a loss's own factor such as DKD's alpha + beta).
 ///
 /// Standardized, the gradient grows like 1 / (std + eps): with eps = 0 and a row whose values
@@ -72,33 +73,37 @@ inline void check_row_weights(const char* function, const row_weights<T>& weight
 /// weight * (f / tau) * (2 + 4 |u|max), |u| <= the logits' range / tau, clamped at the exponent
 /// floor.
 template <class T>
-inline void check_gradient_fits(const char* function, const row_scan<T>& scan,
-                                const row_scan<T>& other, bool standardize, int ddof, double eps,
-                                double temperature, bool scale_by_t2, double weight,
-                                const char* whose, index row) {
+inline void check_gradient_fits(const char* function, const row_scan<T>& student,
+                                const row_scan<T>& teacher, bool student_gradient,
+                                bool teacher_gradient, bool standardize, int ddof, double eps,
+                                double temperature, bool scale_by_t2, double weight, index row) {
   const double factor = (scale_by_t2 ? temperature * temperature : 1.0) / temperature;
-  const double range = static_cast<double>(scan.max) - static_cast<double>(scan.min);
-  double bound = 0.0;
-  if (standardize) {
-    const double degrees = static_cast<double>(scan.usable - ddof);
-    const double spread = range / std::sqrt(2.0 * degrees);
-    bound = weight * factor * (1.0 + static_cast<double>(scan.usable)) / (spread + eps);
-  } else {
-    const double other_range = static_cast<double>(other.max) - static_cast<double>(other.min);
-    const double largest_u =
-        std::min((range > other_range ? range : other_range) / temperature,
-                 -static_cast<double>(exponent_floor<T>));
-    bound = weight * factor * (2.0 + 4.0 * largest_u);
-  }
-  if (!(bound < 0.25 * static_cast<double>(std::numeric_limits<T>::max()))) {
-    throw_domain(function,
-                 std::string(whose) + " row " + std::to_string(row) +
-                     ": its gradient could exceed the largest finite value of T (a bound of " +
-                     number(bound) + " from temperature " + number(temperature) + ", eps " +
-                     number(eps) + ", row weight " + number(weight) +
-                     " and a spread max - min = " + number(range) +
-                     "); use eps > 0, a smaller temperature or weight, or a wider type");
-  }
+  const auto check = [&](const row_scan<T>& scan, const row_scan<T>& other, const char* whose) {
+    const double range = static_cast<double>(scan.max) - static_cast<double>(scan.min);
+    double bound = 0.0;
+    if (standardize) {
+      const double degrees = static_cast<double>(scan.usable - ddof);
+      const double spread = range / std::sqrt(2.0 * degrees);
+      bound = weight * factor * (1.0 + static_cast<double>(scan.usable)) / (spread + eps);
+    } else {
+      const double other_range = static_cast<double>(other.max) - static_cast<double>(other.min);
+      const double largest_u =
+          std::min((range > other_range ? range : other_range) / temperature,
+                   -static_cast<double>(exponent_floor<T>));
+      bound = weight * factor * (2.0 + 4.0 * largest_u);
+    }
+    if (!(bound < 0.25 * static_cast<double>(std::numeric_limits<T>::max()))) {
+      throw_domain(function,
+                   std::string(whose) + " row " + std::to_string(row) +
+                       ": its gradient could exceed the largest finite value of T (a bound of " +
+                       number(bound) + " from temperature " + number(temperature) + ", eps " +
+                       number(eps) + ", row weight " + number(weight) +
+                       " and a spread max - min = " + number(range) +
+                       "); use eps > 0, a smaller temperature or weight, or a wider type");
+    }
+  };
+  if (student_gradient) check(student, teacher, "student logits");
+  if (teacher_gradient) check(teacher, student, "teacher logits");
 }
 
 /// The per-row scale (a power of two) for a row whose values lie in [min, max].
