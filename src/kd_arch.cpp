@@ -32,6 +32,12 @@ LSKD_NAMESPACE_BEGIN
 namespace c_api {
 namespace {
 
+lskd::reduction to_reduction(int c) {
+  return c == LSKD_REDUCTION_NONE  ? reduction::none
+         : c == LSKD_REDUCTION_SUM ? reduction::sum
+                                   : reduction::batchmean;
+}
+
 // The C struct as C++ options. c_api.cpp has already checked the fields that are only
 // meaningful in C (0/1 booleans, the reduction's range); kd_loss's constructor checks the rest.
 kd_options to_kd_options(const lskd_kd_options& c) {
@@ -40,11 +46,46 @@ kd_options to_kd_options(const lskd_kd_options& c) {
   options.standardize = c.standardize != 0;
   options.ddof = c.ddof;
   options.eps = c.eps;
-  options.reduction = c.reduction == LSKD_REDUCTION_NONE  ? reduction::none
-                      : c.reduction == LSKD_REDUCTION_SUM ? reduction::sum
-                                                          : reduction::batchmean;
+  options.reduction = to_reduction(c.reduction);
   options.scale_by_t2 = c.scale_by_t2 != 0;
   return options;
+}
+
+// The reduced loss (null: none, the functor writes per-row losses itself) and the temperature
+// gradients (null: none) are doubles the C++ functor never sees (it gets its own buffers for
+// them): they must not lie inside a logit or gradient buffer, which they would silently
+// overwrite. Views with rows; an empty gradient view is an output not asked for.
+template <class In, class Out>
+void check_scalar_outputs(const char* function, const double* loss,
+                          const double* grad_temperature, std::size_t temperature_count,
+                          const matrix_view<const In>& student,
+                          const matrix_view<const In>& teacher,
+                          const matrix_view<Out>& grad_student,
+                          const matrix_view<Out>& grad_teacher) {
+  const auto apart = [&](const char* name, const double* data, std::size_t count) {
+    const matrix_view<const double> outputs(data, 1, static_cast<index>(count));
+    detail::check_no_overlap(function, name, outputs, "student", student, false);
+    detail::check_no_overlap(function, name, outputs, "teacher", teacher, false);
+    detail::check_no_overlap(function, name, outputs, "grad_student", grad_student, false);
+    detail::check_no_overlap(function, name, outputs, "grad_teacher", grad_teacher, false);
+  };
+  if (loss != nullptr) apart("loss", loss, 1);
+  if (grad_temperature != nullptr) {
+    apart(temperature_count > 1 ? "grad_temperatures" : "grad_temperature", grad_temperature,
+          temperature_count);
+  }
+}
+
+// check_scalar_outputs for a request whose shapes c_api.cpp has checked.
+template <class In, class Out>
+void check_scalar_outputs(const char* function, const lskd_c_detail::request& q, reduction how,
+                          std::size_t temperature_count, const matrix_view<const In>& student,
+                          const matrix_view<const In>& teacher,
+                          const matrix_view<Out>& grad_student,
+                          const matrix_view<Out>& grad_teacher) {
+  if (q.rows <= 0) return;
+  check_scalar_outputs(function, how == reduction::none ? nullptr : q.loss, q.grad_temperature,
+                       temperature_count, student, teacher, grad_student, grad_teacher);
 }
 
 template <class T>
@@ -79,15 +120,9 @@ int run_kd(const T* student, std::int64_t ld_student, const T* teacher, std::int
                             (grad_student == nullptr || ld_grad_student >= cols) &&
                             (grad_teacher == nullptr || ld_grad_teacher >= cols);
   if (!per_row && shapes_valid) {  // (invalid shapes are reported by kd_loss itself)
-    // The reduced loss is a double the functor never sees: it must not lie inside any of the
-    // buffers either (with reduction::none the functor checks `loss` itself).
-    const matrix_view<const double> loss_view(loss, 1, 1);
-    detail::check_no_overlap("lskd::kd_loss", "loss", loss_view, "student", student_view, false);
-    detail::check_no_overlap("lskd::kd_loss", "loss", loss_view, "teacher", teacher_view, false);
-    detail::check_no_overlap("lskd::kd_loss", "loss", loss_view, "grad_student",
-                             grad_student_view, false);
-    detail::check_no_overlap("lskd::kd_loss", "loss", loss_view, "grad_teacher",
-                             grad_teacher_view, false);
+    // With reduction::none the functor checks `loss` itself.
+    check_scalar_outputs("lskd::kd_loss", loss, nullptr, 0, student_view, teacher_view,
+                         grad_student_view, grad_teacher_view);
   }
   double total = 0.0;
   if (grad_student == nullptr && grad_teacher == nullptr) {
@@ -101,12 +136,6 @@ int run_kd(const T* student, std::int64_t ld_student, const T* teacher, std::int
 }
 
 // ---- The losses beyond plain KD (one request per call; see kd_arch.hpp) -------------------
-
-lskd::reduction to_reduction(int c) {
-  return c == LSKD_REDUCTION_NONE  ? reduction::none
-         : c == LSKD_REDUCTION_SUM ? reduction::sum
-                                   : reduction::batchmean;
-}
 
 dkd_options to_dkd_options(const lskd_dkd_options& c) {
   dkd_options options;
@@ -150,30 +179,6 @@ int finish(const lskd_c_detail::request& q, reduction how, std::size_t temperatu
   if (!per_row) *q.loss = total;
   std::copy(tau.begin(), tau.end(), q.grad_temperature);
   return LSKD_OK;
-}
-
-// The reduced loss and the temperature gradients are doubles the C++ functor never sees (it
-// gets its own buffers for them): they must not lie inside a logit or gradient buffer, which
-// they would silently overwrite. The shapes have been checked (run_request in c_api.cpp).
-template <class In, class Out>
-void check_scalar_outputs(const char* function, const lskd_c_detail::request& q, reduction how,
-                          std::size_t temperature_count, const matrix_view<const In>& student,
-                          const matrix_view<const In>& teacher,
-                          const matrix_view<Out>& grad_student,
-                          const matrix_view<Out>& grad_teacher) {
-  if (q.rows <= 0) return;
-  const auto apart = [&](const char* name, const double* data, std::size_t count) {
-    const matrix_view<const double> outputs(data, 1, static_cast<index>(count));
-    detail::check_no_overlap(function, name, outputs, "student", student, false);
-    detail::check_no_overlap(function, name, outputs, "teacher", teacher, false);
-    detail::check_no_overlap(function, name, outputs, "grad_student", grad_student, false);
-    detail::check_no_overlap(function, name, outputs, "grad_teacher", grad_teacher, false);
-  };
-  if (how != reduction::none) apart("loss", q.loss, 1);
-  if (q.grad_temperature != nullptr) {
-    apart(temperature_count > 1 ? "grad_temperatures" : "grad_temperature", q.grad_temperature,
-          temperature_count);
-  }
 }
 
 bool wants_gradient(const lskd_c_detail::request& q) {
