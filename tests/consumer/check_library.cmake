@@ -4,7 +4,10 @@
 #     avx2 and avx512f dispatch targets, so the scalar and sse2 paths, and the code that chooses
 #     between them, run on any x86-64 CPU. A function from outside lskd's per-target namespace
 #     (say an inline function of the standard library) compiled in the avx512f object and kept
-#     by the linker for every caller would show up here.
+#     by the linker for every caller would show up here. An xsimd function instantiated on
+#     xsimd::avx512f (say xsimd's double exp, when GCC does not inline it) is allowed: only the
+#     avx512f object can instantiate it, so every copy of it was compiled for AVX-512. One on
+#     avx2 is not: the avx512f object could instantiate that too.
 #
 # cmake -DLIBRARY=<path to liblskd_c.so> -DNM=<nm> -DOBJDUMP=<objdump> -P check_library.cmake
 
@@ -55,7 +58,8 @@ foreach(line IN LISTS interesting)
   if(line MATCHES "^[0-9a-f]+ <(.*)>:$")
     set(function "${CMAKE_MATCH_1}")
     set(counted OFF)
-  elseif(function MATCHES "target_avx2|target_avx512f|lskd_detail_kd_f(32|64)_avx(2|512f)")
+  elseif(function MATCHES "target_avx2|target_avx512f|lskd_detail_kd_f(32|64)_avx(2|512f)"
+         OR function MATCHES "^_ZN5xsimd.*NS_7avx512fE")
     if(NOT counted)
       math(EXPR simd_functions "${simd_functions} + 1")
       set(counted ON)

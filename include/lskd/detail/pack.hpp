@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 
@@ -72,22 +73,95 @@ inline void store_pack(T* target, const xsimd::batch<T, Arch>& value) noexcept {
   value.store_unaligned(target);
 }
 
+/// The architecture of a pack type; void for a single element.
+template <class P>
+struct arch_of {
+  using type = void;
+};
+template <class T, class Arch>
+struct arch_of<xsimd::batch<T, Arch>> {
+  using type = Arch;
+};
+
+#if XSIMD_WITH_AVX2
+/// All bits set in the first `count` lanes of T, for AVX2's masked loads and stores.
+template <class T>
+inline __m256i first_lanes_mask(index count) noexcept {
+  if constexpr (sizeof(T) == 4) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  } else {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+}
+#endif
+
 /// A row's last `count` elements (0 < count < the pack's width) as one whole pack, the other
 /// lanes set to `fill`: the tail of a row runs through the same batch code as the rest, without
-/// a read past its end.
+/// a read past its end. AVX-512 and AVX2 load only the row's lanes with a masked load (which
+/// never touches, or faults on, the masked-off memory); SSE2 goes through a copy on the stack.
 template <class P, class T>
 inline P load_partial(const T* source, index count, T fill) noexcept {
-  alignas(64) T lanes[pack_width<P>::value];
-  for (index k = 0; k < pack_width<P>::value; ++k) lanes[k] = k < count ? source[k] : fill;
-  return load_pack<P>(lanes);
+#if XSIMD_WITH_AVX512F
+  if constexpr (std::is_base_of<xsimd::avx512f, typename arch_of<P>::type>::value) {
+    const auto keep = static_cast<std::uint16_t>((1u << count) - 1u);
+    if constexpr (std::is_same<T, float>::value) {
+      return P(_mm512_mask_loadu_ps(_mm512_set1_ps(fill), keep, source));
+    } else {
+      return P(_mm512_mask_loadu_pd(_mm512_set1_pd(fill), static_cast<__mmask8>(keep), source));
+    }
+  } else
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (std::is_base_of<xsimd::avx2, typename arch_of<P>::type>::value) {
+    const __m256i lanes = first_lanes_mask<T>(count);
+    if constexpr (std::is_same<T, float>::value) {
+      return P(_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(source, lanes),
+                                _mm256_castsi256_ps(lanes)));
+    } else {
+      return P(_mm256_blendv_pd(_mm256_set1_pd(fill), _mm256_maskload_pd(source, lanes),
+                                _mm256_castsi256_pd(lanes)));
+    }
+  } else
+#endif
+  {
+    alignas(64) T lanes[pack_width<P>::value];
+    for (index k = 0; k < pack_width<P>::value; ++k) lanes[k] = k < count ? source[k] : fill;
+    return load_pack<P>(lanes);
+  }
 }
 
-/// Stores the first `count` lanes of `value` and nothing past them.
+/// Stores the first `count` lanes of `value` and nothing past them (masked stores, as in
+/// load_partial).
 template <class P, class T>
 inline void store_partial(T* target, const P& value, index count) noexcept {
-  alignas(64) T lanes[pack_width<P>::value];
-  store_pack(lanes, value);
-  for (index k = 0; k < count; ++k) target[k] = lanes[k];
+#if XSIMD_WITH_AVX512F
+  if constexpr (std::is_base_of<xsimd::avx512f, typename arch_of<P>::type>::value) {
+    const auto keep = static_cast<std::uint16_t>((1u << count) - 1u);
+    if constexpr (std::is_same<T, float>::value) {
+      _mm512_mask_storeu_ps(target, keep, value);
+    } else {
+      _mm512_mask_storeu_pd(target, static_cast<__mmask8>(keep), value);
+    }
+    return;
+  } else
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (std::is_base_of<xsimd::avx2, typename arch_of<P>::type>::value) {
+    const __m256i lanes = first_lanes_mask<T>(count);
+    if constexpr (std::is_same<T, float>::value) {
+      _mm256_maskstore_ps(target, lanes, value);
+    } else {
+      _mm256_maskstore_pd(target, lanes, value);
+    }
+    return;
+  } else
+#endif
+  {
+    alignas(64) T lanes[pack_width<P>::value];
+    store_pack(lanes, value);
+    for (index k = 0; k < count; ++k) target[k] = lanes[k];
+  }
 }
 
 /// The sum of the first `count` lanes of a pack, in double, one lane at a time.

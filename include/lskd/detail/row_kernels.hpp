@@ -75,9 +75,13 @@ inline row_scan<T> scan_row(const T* x, index n) {
     // double as in sum_sweep; an odd pack goes into the last block.
     const index whole = n - n % width;
     constexpr index block = packs_per_block * 2 * width;
+    // The tail as one pack padded with K (adding 0 to both sums): into the last block's second
+    // set when it has room, as in kd_exp_sweep, else on its own with its lanes added in double.
+    bool tail_done = whole == n;
     while (i < whole) {
       P sum_first(T(0)), sum_second(T(0)), squares_first(T(0)), squares_second(T(0));
       const index block_end = std::min(whole, i + block);
+      const index block_begin = i;
       for (; i + 2 * width <= block_end; i += 2 * width) {
         add(load_pack<P>(x + i), sum_first, squares_first);
         add(load_pack<P>(x + i + width), sum_second, squares_second);
@@ -86,17 +90,20 @@ inline row_scan<T> scan_row(const T* x, index n) {
         add(load_pack<P>(x + i), sum_first, squares_first);
         i += width;
       }
+      if (!tail_done && i == whole && block_end - block_begin < block) {
+        add(load_partial<P>(x + whole, n - whole, shift), sum_second, squares_second);
+        tail_done = true;
+      }
       sum += static_cast<double>(lanes_sum(P(sum_first + sum_second)));
       squares += static_cast<double>(lanes_sum(P(squares_first + squares_second)));
     }
-    if (i < n) {
-      // The tail as one pack padded with K; its lanes are added in double.
+    if (!tail_done) {
       P last_sum(T(0)), last_squares(T(0));
-      add(load_partial<P>(x + i, n - i, shift), last_sum, last_squares);
-      sum += lanes_in_double(last_sum, n - i);
-      squares += lanes_in_double(last_squares, n - i);
-      i = n;
+      add(load_partial<P>(x + whole, n - whole, shift), last_sum, last_squares);
+      sum += lanes_in_double(last_sum, n - whole);
+      squares += lanes_in_double(last_squares, n - whole);
     }
+    i = n;
     low = lanes_min(low_pack);
     high = lanes_max(high_pack);
   }
@@ -388,7 +395,20 @@ inline std::array<double, static_cast<std::size_t>(Sums)> kd_exp_sweep(
   } else {
     // Blocks as in sum_sweep, with an odd pack added into the last block's accumulators (each
     // lane still adds at most packs_per_block values), so that a short row pays for one lane
-    // reduction per sum, not two.
+    // reduction per sum, not two. The tail is one pack padded with -inf: it joins the last
+    // block's second set when that set has room, and otherwise (a row shorter than a pack, or
+    // a last block that is full) its row's lanes are added in double, as single elements.
+    const index rest = n - whole_packs_part<T, Arch>(n);
+    const T pad = -std::numeric_limits<T>::infinity();
+    const auto tail_step = [&](std::array<P, count>& acc) {
+      const index at = n - rest;
+      const auto e = terms(load_partial<P>(student + at, rest, pad),
+                           load_partial<P>(teacher + at, rest, pad), acc);
+      if constexpr (stores) {
+        store_partial(student_exps + at, e.first, rest);
+        store_partial(teacher_exps + at, e.second, rest);
+      }
+    };
     const auto whole_step = [&](index i, std::array<P, count>& acc) {
       const auto e = terms(load_pack<P>(student + i), load_pack<P>(teacher + i), acc);
       if constexpr (stores) {
@@ -396,8 +416,9 @@ inline std::array<double, static_cast<std::size_t>(Sums)> kd_exp_sweep(
         store_pack(teacher_exps + i, e.second);
       }
     };
-    const index whole = whole_packs_part<T, Arch>(n);
+    const index whole = n - rest;
     constexpr index block = packs_per_block * 2 * width;
+    bool tail_done = rest == 0;
     index i = 0;
     while (i < whole) {
       std::array<P, count> first;
@@ -405,6 +426,7 @@ inline std::array<double, static_cast<std::size_t>(Sums)> kd_exp_sweep(
       first.fill(P(T(0)));
       second.fill(P(T(0)));
       const index block_end = std::min(whole, i + block);
+      const index block_begin = i;
       for (; i + 2 * width <= block_end; i += 2 * width) {
         whole_step(i, first);
         whole_step(i + width, second);
@@ -413,24 +435,18 @@ inline std::array<double, static_cast<std::size_t>(Sums)> kd_exp_sweep(
         whole_step(i, first);
         i += width;
       }
+      if (!tail_done && i == whole && block_end - block_begin < block) {
+        tail_step(second);
+        tail_done = true;
+      }
       for (std::size_t k = 0; k < count; ++k) {
         sums[k] += static_cast<double>(lanes_sum(P(first[k] + second[k])));
       }
     }
-    if (whole < n) {
-      // The tail as one pack padded with -inf, which each map takes to the exponent floor
-      // (its lanes' exponentials are exactly 0); the row's lanes are added in double, as
-      // single elements were, so that short rows keep sums as exact as their terms.
-      const index rest = n - whole;
-      const T pad = -std::numeric_limits<T>::infinity();
+    if (!tail_done) {
       std::array<P, count> acc;
       acc.fill(P(T(0)));
-      const auto e = terms(load_partial<P>(student + whole, rest, pad),
-                           load_partial<P>(teacher + whole, rest, pad), acc);
-      if constexpr (stores) {
-        store_partial(student_exps + whole, e.first, rest);
-        store_partial(teacher_exps + whole, e.second, rest);
-      }
+      tail_step(acc);
       for (std::size_t k = 0; k < count; ++k) sums[k] += lanes_in_double(acc[k], rest);
     }
     return sums;
