@@ -71,14 +71,14 @@ class dkd_loss {
 
  public:
   /// Checks the options: temperature finite and > 0, alpha and beta finite and >= 0, eps
-  /// finite and >= 0, ddof 0 or 1.
+  /// finite and >= 0, ddof 0 or 1, a reduction that is one of lskd::reduction's values, and
+  /// `how.threads` >= 0.
   explicit dkd_loss(const dkd_options& options = {}, execution how = {})
       : options_(options), execution_(std::move(how)) {
     detail::check_positive_finite(name, "temperature", options.temperature);
     detail::check_nonnegative_finite(name, "alpha", options.alpha);
     detail::check_nonnegative_finite(name, "beta", options.beta);
-    detail::check_nonnegative_finite(name, "eps", options.eps);
-    detail::check_ddof(name, options.ddof, 2, false);
+    detail::check_common_options(name, options.eps, options.ddof, options.reduction, execution_);
   }
 
   const dkd_options& options() const noexcept { return options_; }

@@ -69,13 +69,13 @@ class kd_loss {
                 "lskd::kd_loss works on float or double logits");
 
  public:
-  /// Checks the options: temperature finite and > 0, eps finite and >= 0, ddof 0 or 1.
-  /// `how` spreads rows over threads (see lskd::execution); results do not depend on it.
+  /// Checks the options: temperature finite and > 0, eps finite and >= 0, ddof 0 or 1, a
+  /// reduction that is one of lskd::reduction's values. `how` spreads rows over threads (see
+  /// lskd::execution; `how.threads` >= 0); results do not depend on it.
   explicit kd_loss(const kd_options& options = {}, execution how = {})
       : options_(options), execution_(std::move(how)) {
     detail::check_positive_finite(name, "temperature", options.temperature);
-    detail::check_nonnegative_finite(name, "eps", options.eps);
-    detail::check_ddof(name, options.ddof, 2, false);
+    detail::check_common_options(name, options.eps, options.ddof, options.reduction, execution_);
   }
 
   /// With per-class weights c for the Z-score statistics (the weighted Z-score): each row's

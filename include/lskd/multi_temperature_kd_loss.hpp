@@ -60,17 +60,21 @@ class multi_temperature_kd_loss {
                 "lskd::multi_temperature_kd_loss works on float or double logits");
 
  public:
+  /// Checks the options: at least one temperature, each finite and > 0 (an error names its
+  /// index), eps finite and >= 0, ddof 0 or 1, a reduction that is one of lskd::reduction's
+  /// values, and `how.threads` >= 0.
   explicit multi_temperature_kd_loss(multi_temperature_kd_options options = {},
                                      execution how = {})
       : options_(std::move(options)), execution_(std::move(how)) {
-    if (options_.temperatures.empty()) {
+    const auto& o = options_;
+    if (o.temperatures.empty()) {
       detail::throw_invalid(name, "'temperatures' is empty; give at least one temperature");
     }
-    for (double t : options_.temperatures) {
-      detail::check_positive_finite(name, "temperatures", t);
+    for (std::size_t k = 0; k < o.temperatures.size(); ++k) {
+      const std::string temperature = "temperatures[" + std::to_string(k) + "]";
+      detail::check_positive_finite(name, temperature.c_str(), o.temperatures[k]);
     }
-    detail::check_nonnegative_finite(name, "eps", options_.eps);
-    detail::check_ddof(name, options_.ddof, 2, false);
+    detail::check_common_options(name, o.eps, o.ddof, o.reduction, execution_);
   }
 
   /// With per-class weights c for the Z-score statistics (the weighted Z-score, as in

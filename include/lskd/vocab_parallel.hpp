@@ -105,8 +105,7 @@ class vocab_parallel_kd_loss {
   explicit vocab_parallel_kd_loss(const kd_options& options = {}, execution how = {})
       : options_(options), execution_(std::move(how)) {
     detail::check_positive_finite(name, "temperature", options.temperature);
-    detail::check_nonnegative_finite(name, "eps", options.eps);
-    detail::check_ddof(name, options.ddof, 2, false);
+    detail::check_common_options(name, options.eps, options.ddof, options.reduction, execution_);
   }
 
   const kd_options& options() const noexcept { return options_; }

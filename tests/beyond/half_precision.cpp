@@ -201,6 +201,43 @@ TEST_CASE("16-bit logits: NaN is reported, nothing is written", "[half][errors]"
                     Catch::Contains("'grad_student' overlaps 'student'"));
 }
 
+// An int cast to lskd::reduction, or a negative thread count, was accepted by every loss (the
+// reduction then behaved as sum): each now refuses them when it is built, naming the option.
+TEST_CASE("DKD, multi-temperature and 16-bit losses refuse a reduction outside the enum and a "
+          "negative thread count",
+          "[half][dkd][multi_temperature][errors]") {
+  const auto outside = static_cast<lskd::reduction>(7);
+  lskd::execution negative, openmp_default;
+  negative.threads = -3;
+  openmp_default.threads = 0;
+  lskd::kd_options kd;
+  kd.reduction = outside;
+  lskd::dkd_options dkd;
+  dkd.reduction = outside;
+  lskd::multi_temperature_kd_options multi;
+  multi.reduction = outside;
+  // (Single matchers: a combined one would keep pointers to temporaries.)
+  const auto names_reduction = Catch::Contains("'reduction' must be reduction::none");
+  const auto names_threads = Catch::Contains("'execution::threads' is -3");
+
+  CHECK_THROWS_WITH(lskd::dkd_loss<float>(dkd), names_reduction);
+  CHECK_THROWS_WITH(lskd::dkd_loss<double>({}, negative), names_threads);
+  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<float>(multi), names_reduction);
+  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<double>({}, negative), names_threads);
+  CHECK_THROWS_WITH(lskd::half_precision_kd_loss<Eigen::half>(kd), names_reduction);
+  CHECK_THROWS_WITH(lskd::half_precision_kd_loss<Eigen::bfloat16>({}, negative), names_threads);
+  CHECK_THROWS_WITH(lskd::half_precision_dkd_loss<Eigen::bfloat16>(dkd), names_reduction);
+  CHECK_THROWS_WITH(lskd::half_precision_dkd_loss<Eigen::half>({}, negative), names_threads);
+  CHECK_THROWS_WITH(lskd::half_precision_multi_temperature_kd_loss<Eigen::half>(multi),
+                    names_reduction);
+  CHECK_THROWS_WITH(lskd::half_precision_multi_temperature_kd_loss<Eigen::bfloat16>({}, negative),
+                    names_threads);
+
+  // 0 threads is OpenMP's default.
+  CHECK_NOTHROW(lskd::dkd_loss<float>({}, openmp_default));
+  CHECK_NOTHROW(lskd::multi_temperature_kd_loss<float>({}, openmp_default));
+}
+
 TEST_CASE("16-bit KD: row weights, masked classes, class weights and threads as kd_loss",
           "[half][kd]") {
   using Storage = Eigen::bfloat16;

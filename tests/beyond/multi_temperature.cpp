@@ -262,8 +262,13 @@ TEST_CASE("multi_temperature_kd_loss refuses what it cannot compute", "[multi_te
   lskd::multi_temperature_kd_options o;
   o.temperatures = {};
   CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<float>(o), Catch::Contains("empty"));
+  // A bad temperature is named by its index.
   o.temperatures = {2.0, -1.0};
-  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<float>(o), Catch::Contains("temperatures"));
+  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<float>(o),
+                    Catch::Contains("'temperatures[1]' must be finite and > 0 (got -1)"));
+  o.temperatures = {2.0, 3.0, std::numeric_limits<double>::quiet_NaN(), 0.0};
+  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<double>(o),
+                    Catch::Contains("'temperatures[2]' must be finite and > 0"));
   o.temperatures = {2.0};
   const lskd::multi_temperature_kd_loss<float> loss(o);
   std::vector<float> x = random_rows<float>(1, 12), v = random_rows<float>(2, 12);

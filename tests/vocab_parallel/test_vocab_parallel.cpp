@@ -568,6 +568,13 @@ TEST_CASE("vocab_parallel: misuse throws invalid_argument naming the argument",
   lskd::kd_options bad;
   bad.temperature = 0.0;
   CHECK_THROWS_WITH(lskd::vocab_parallel_kd_loss<T>(bad), Catch::Contains("'temperature'"));
+  bad = {};
+  bad.reduction = static_cast<lskd::reduction>(7);
+  CHECK_THROWS_WITH(lskd::vocab_parallel_kd_loss<T>(bad), Catch::Contains("'reduction'"));
+  lskd::execution negative;
+  negative.threads = -3;
+  CHECK_THROWS_WITH(lskd::vocab_parallel_kd_loss<T>({}, negative),
+                    Catch::Contains("'execution::threads' is -3"));
 
   // An empty batch: nothing to do, loss 0.
   CHECK(kd.loss(0, nullptr, nullptr) == 0.0);

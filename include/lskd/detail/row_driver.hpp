@@ -35,6 +35,24 @@ inline std::vector<row_scan<T>> scan_rows(const char* function, const char* whos
   return scans;
 }
 
+/// The options every loss checks when it is built: eps finite and >= 0, ddof 0 or 1, a
+/// reduction that is one of lskd::reduction's values (an int cast to it may be none of them),
+/// and a thread count that is 0 (OpenMP's default) or more. Shared by every loss.
+inline void check_common_options(const char* function, double eps, int ddof, reduction how,
+                                 const execution& spread) {
+  check_nonnegative_finite(function, "eps", eps);
+  check_ddof(function, ddof, 2, false);
+  if (how != reduction::none && how != reduction::sum && how != reduction::batchmean) {
+    throw_invalid(function, "'reduction' must be reduction::none, reduction::sum or "
+                            "reduction::batchmean (got the value " +
+                                std::to_string(static_cast<int>(how)) + ")");
+  }
+  if (spread.threads < 0) {
+    throw_invalid(function, "'execution::threads' is " + std::to_string(spread.threads) +
+                                "; it must be >= 1, or 0 for OpenMP's default");
+  }
+}
+
 /// Row weights are finite and >= 0; a normalizer is finite and >= 0, and only batchmean
 /// divides by one. Shared by every loss that takes lskd::row_weights.
 template <class T>

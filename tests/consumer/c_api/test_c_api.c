@@ -1016,7 +1016,8 @@ static void check_new_errors(void) {
                      LSKD_ERROR_INVALID_ARGUMENT, "'temperatures'");
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, bad_temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, tau),
-                     LSKD_ERROR_INVALID_ARGUMENT, "lskd_multi_temperature_kd_f64: 'temperatures'");
+                     LSKD_ERROR_INVALID_ARGUMENT,
+                     "lskd_multi_temperature_kd_f64: 'temperatures[1]' must be finite and > 0");
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, gs + 4),
                      LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperatures' overlaps 'grad_student'");
