@@ -91,7 +91,7 @@ class half_precision_kd_loss {
                           double* row_losses = nullptr, double* grad_temperature = nullptr,
                           const row_weights<float>& weights = {}) const {
     if (grad_student.empty() && grad_teacher.empty() && grad_temperature == nullptr) {
-      loss_.check_some_gradient({}, {}, nullptr);  // throws the usual message
+      loss_.check_some_gradient({}, {}, nullptr, student.rows());  // the usual message
     }
     return run(student, teacher, weights, detail::narrowed_gradient<Storage>{grad_student},
                detail::narrowed_gradient<Storage>{grad_teacher}, row_losses, grad_temperature);
@@ -143,7 +143,7 @@ class half_precision_dkd_loss {
     static_assert(std::is_same<Gradient, float>::value || std::is_same<Gradient, Storage>::value,
                   "gradients are float or the logits' own type");
     if (grad_student.empty() && grad_teacher.empty() && grad_temperature == nullptr) {
-      dkd_loss<float, Arch>::check_some_gradient({}, {}, nullptr);  // throws the usual message
+      dkd_loss<float, Arch>::check_some_gradient({}, {}, nullptr, student.rows());
     }
     if constexpr (std::is_same<Gradient, float>::value) {
       return run(student, teacher, targets, weights, detail::direct_gradient<float>{grad_student},
@@ -238,7 +238,8 @@ class half_precision_multi_temperature_kd_loss {
                           const row_weights<float>& weights, matrix_view<float> grad_student,
                           matrix_view<float> grad_teacher = {}, double* row_losses = nullptr,
                           double* grad_temperatures = nullptr) const {
-    float_loss::check_some_gradient(grad_student, grad_teacher, grad_temperatures);
+    float_loss::check_some_gradient(grad_student, grad_teacher, grad_temperatures,
+                                    student.rows());
     return run(student, teacher, weights, detail::direct_gradient<float>{grad_student},
                detail::direct_gradient<float>{grad_teacher}, grad_temperatures, row_losses);
   }
@@ -249,7 +250,7 @@ class half_precision_multi_temperature_kd_loss {
                           matrix_view<Storage> grad_teacher = {}, double* row_losses = nullptr,
                           double* grad_temperatures = nullptr) const {
     if (grad_student.empty() && grad_teacher.empty() && grad_temperatures == nullptr) {
-      float_loss::check_some_gradient({}, {}, nullptr);  // throws the usual message
+      float_loss::check_some_gradient({}, {}, nullptr, student.rows());  // the usual message
     }
     return run(student, teacher, weights, detail::narrowed_gradient<Storage>{grad_student},
                detail::narrowed_gradient<Storage>{grad_teacher}, grad_temperatures, row_losses);

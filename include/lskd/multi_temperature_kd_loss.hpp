@@ -49,6 +49,7 @@ class half_precision_multi_temperature_kd_loss;
 /// finite and > 0) or an overlap between an output and an input or another output, other than
 /// a gradient that is exactly its own logits (in place, as in kd_loss); std::domain_error for a
 /// NaN or infinite logit, naming the row, and a constant row when standardizing with eps 0.
+/// Zero rows give loss 0 (and temperature gradients 0), with or without outputs, as in kd_loss.
 /// Masked classes (-inf in both teacher and student) and row weights (lskd::row_weights)
 /// behave as in kd_loss.
 ///
@@ -128,7 +129,7 @@ class multi_temperature_kd_loss {
                           matrix_view<T> grad_student, matrix_view<T> grad_teacher = {},
                           double* row_losses = nullptr,
                           double* grad_temperatures = nullptr) const {
-    check_some_gradient(grad_student, grad_teacher, grad_temperatures);
+    check_some_gradient(grad_student, grad_teacher, grad_temperatures, student.rows());
     return run(student, teacher, {}, grad_student, grad_teacher, grad_temperatures, row_losses);
   }
 
@@ -138,7 +139,7 @@ class multi_temperature_kd_loss {
                           const row_weights<T>& weights, matrix_view<T> grad_student,
                           matrix_view<T> grad_teacher = {}, double* row_losses = nullptr,
                           double* grad_temperatures = nullptr) const {
-    check_some_gradient(grad_student, grad_teacher, grad_temperatures);
+    check_some_gradient(grad_student, grad_teacher, grad_temperatures, student.rows());
     return run(student, teacher, weights, grad_student, grad_teacher, grad_temperatures,
                row_losses);
   }
@@ -150,9 +151,12 @@ class multi_temperature_kd_loss {
   template <class Storage, class OtherArch>
   friend class half_precision_multi_temperature_kd_loss;
 
+  /// With rows = 0 an empty gradient view is also a valid view of no rows: no error then (as
+  /// in kd_loss).
   static void check_some_gradient(const matrix_view<T>& grad_student,
-                                  const matrix_view<T>& grad_teacher, const double* grad_taus) {
-    if (grad_student.empty() && grad_teacher.empty() && grad_taus == nullptr) {
+                                  const matrix_view<T>& grad_teacher, const double* grad_taus,
+                                  index rows = 1) {
+    if (rows > 0 && grad_student.empty() && grad_teacher.empty() && grad_taus == nullptr) {
       detail::throw_invalid(name, "'grad_student', 'grad_teacher' and 'grad_temperatures' are "
                                   "all empty; call forward() for the loss alone");
     }

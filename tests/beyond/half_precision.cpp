@@ -238,6 +238,35 @@ TEST_CASE("DKD, multi-temperature and 16-bit losses refuse a reduction outside t
   CHECK_NOTHROW(lskd::multi_temperature_kd_loss<float>({}, openmp_default));
 }
 
+// On 0 rows, a 16-bit gradient overload with no output asked for threw where the float
+// overload and kd_loss return 0: every 16-bit loss now returns 0 there.
+TEST_CASE("16-bit losses on zero rows return 0 with or without outputs", "[half][errors]") {
+  using Storage = Eigen::half;
+  const lskd::index cols = 6;
+  std::vector<Storage> logits(cols, Storage(1.0f));
+  const lskd::matrix_view<const Storage> s(logits.data(), 0, cols), t(logits.data(), 0, cols);
+  const lskd::matrix_view<float> none32{};
+  const lskd::matrix_view<Storage> none16{};
+  const std::int64_t* const no_targets = nullptr;
+  const lskd::half_precision_kd_loss<Storage> kd;
+  const lskd::half_precision_dkd_loss<Storage> dkd;
+  const lskd::half_precision_multi_temperature_kd_loss<Storage> multi;
+
+  CHECK(kd.forward_backward(s, t, none32) == 0.0);
+  CHECK(kd.forward_backward(s, t, none16) == 0.0);
+  CHECK(dkd.forward_backward(s, t, no_targets, none32) == 0.0);
+  CHECK(dkd.forward_backward(s, t, no_targets, none16) == 0.0);
+  CHECK(multi.forward_backward(s, t, none32) == 0.0);
+  CHECK(multi.forward_backward(s, t, none16) == 0.0);
+
+  double dtau = -1.0;
+  std::vector<double> dtaus(multi.options().temperatures.size(), -1.0);
+  CHECK(dkd.forward_backward(s, t, no_targets, none16, {}, nullptr, &dtau) == 0.0);
+  CHECK(dtau == 0.0);
+  CHECK(multi.forward_backward(s, t, none16, {}, nullptr, dtaus.data()) == 0.0);
+  CHECK(dtaus == std::vector<double>(dtaus.size(), 0.0));
+}
+
 TEST_CASE("16-bit KD: row weights, masked classes, class weights and threads as kd_loss",
           "[half][kd]") {
   using Storage = Eigen::bfloat16;

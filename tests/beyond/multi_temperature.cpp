@@ -289,6 +289,45 @@ TEST_CASE("multi_temperature_kd_loss refuses what it cannot compute", "[multi_te
                     Catch::Contains("row 1") && Catch::Contains("NaN"));
 }
 
+// With 0 rows and no output asked for, multi_temperature_kd_loss threw where kd_loss returns
+// 0: both now return 0, with or without outputs, and write 0 to the temperature gradients.
+TEMPLATE_TEST_CASE("multi_temperature_kd_loss on zero rows returns 0 as kd_loss does",
+                   "[multi_temperature]", float_simd, double_simd) {
+  using T = typename TestType::value_type;
+  using Arch = typename TestType::arch;
+  const lskd::index cols = 6;
+  std::vector<T> logits(2 * cols, T(1));  // views of no rows, on real memory
+  std::vector<T> grad(2 * cols, T(5));
+  const lskd::matrix_view<const T> s(logits.data(), 0, cols), t(logits.data() + cols, 0, cols);
+  const lskd::matrix_view<T> gs(grad.data(), 0, cols), gt(grad.data() + cols, 0, cols);
+  lskd::multi_temperature_kd_options per_row;
+  per_row.reduction = lskd::reduction::none;
+  for (const auto& options : {lskd::multi_temperature_kd_options{}, per_row}) {
+    INFO("reduction " << lskd::to_string(options.reduction));
+    lskd::kd_options kd_options;
+    kd_options.reduction = options.reduction;
+    const lskd::kd_loss<T, Arch> kd(kd_options);
+    const lskd::multi_temperature_kd_loss<T, Arch> multi(options);
+
+    // No outputs.
+    CHECK(kd.forward(s, t) == 0.0);
+    CHECK(multi.forward(s, t) == 0.0);
+    CHECK(kd.forward_backward(s, t, lskd::matrix_view<T>{}) == 0.0);
+    CHECK(multi.forward_backward(s, t, lskd::matrix_view<T>{}) == 0.0);
+    CHECK(multi.forward_backward(s, t, lskd::row_weights<T>{}, lskd::matrix_view<T>{}) == 0.0);
+
+    // Gradient views of no rows and the temperature gradients: 0 written to each.
+    double kd_dtau = -1.0;
+    std::vector<double> dtau(options.temperatures.size(), -1.0);
+    CHECK(kd.forward_backward(s, t, gs, gt, nullptr, &kd_dtau) == 0.0);
+    CHECK(multi.forward_backward(s, t, gs, gt, nullptr, dtau.data()) == 0.0);
+    CHECK(kd_dtau == 0.0);
+    CHECK(dtau == std::vector<double>(dtau.size(), 0.0));
+    CHECK(multi.forward_backward(s, t, lskd::matrix_view<T>{}, {}, nullptr, dtau.data()) == 0.0);
+    CHECK(grad == std::vector<T>(grad.size(), T(5)));
+  }
+}
+
 TEMPLATE_TEST_CASE("multi_temperature_kd_loss with masked classes and row weights equals the "
                    "sum of kd_loss over its temperatures",
                    "[multi_temperature][masked]", float_simd, double_simd, double_scalar) {
