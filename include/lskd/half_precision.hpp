@@ -7,6 +7,7 @@
 /// gradients are written as float or rounded to the input type, as the caller chooses.
 
 #include <lskd/config.hpp>
+#include <lskd/detail/row_driver.hpp>
 #include <lskd/detail/row_sources.hpp>
 #include <lskd/dkd_loss.hpp>
 #include <lskd/kd_loss.hpp>
@@ -103,6 +104,9 @@ class half_precision_kd_loss {
              const row_weights<float>& weights, const Gradient& grad_student,
              const Gradient& grad_teacher, double* row_losses, double* grad_temperature) const {
     loss_.check_arguments(student, teacher, grad_student.view, grad_teacher.view, row_losses);
+    detail::check_side_buffers(kd_loss<float, Arch>::name, student, teacher, grad_student.view,
+                               grad_teacher.view, weights.weights, nullptr, row_losses,
+                               "grad_temperature", grad_temperature, 1);
     return loss_.run_rows(detail::widened_rows<Storage>{student},
                           detail::widened_rows<Storage>{teacher}, weights, grad_student,
                           grad_teacher, row_losses, grad_temperature);
@@ -162,7 +166,10 @@ class half_precision_dkd_loss {
              const GradientRows& grad_student, const GradientRows& grad_teacher,
              double* grad_temperature, double* row_losses) const {
     loss_.check_arguments(student, teacher, targets, grad_student.view, grad_teacher.view,
-                          grad_temperature, row_losses);
+                          row_losses);
+    detail::check_side_buffers(dkd_loss<float, Arch>::name, student, teacher, grad_student.view,
+                               grad_teacher.view, weights.weights, targets, row_losses,
+                               "grad_temperature", grad_temperature, 1);
     return loss_.run_rows(detail::widened_rows<Storage>{student},
                           detail::widened_rows<Storage>{teacher}, targets, weights, grad_student,
                           grad_teacher, grad_temperature, row_losses);
@@ -262,6 +269,10 @@ class half_precision_multi_temperature_kd_loss {
              const row_weights<float>& weights, const Gradient& grad_student,
              const Gradient& grad_teacher, double* grad_temperatures, double* row_losses) const {
     loss_.check_arguments(student, teacher, grad_student.view, grad_teacher.view, row_losses);
+    detail::check_side_buffers(float_loss::name, student, teacher, grad_student.view,
+                               grad_teacher.view, weights.weights, nullptr, row_losses,
+                               "grad_temperatures", grad_temperatures,
+                               static_cast<index>(options().temperatures.size()));
     return loss_.run_rows(detail::widened_rows<Storage>{student},
                           detail::widened_rows<Storage>{teacher}, weights, grad_student,
                           grad_teacher, grad_temperatures, row_losses);

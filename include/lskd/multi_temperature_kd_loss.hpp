@@ -217,6 +217,10 @@ class multi_temperature_kd_loss {
              const matrix_view<T>& grad_teacher, double* grad_temperatures,
              double* row_losses) const {
     check_arguments(student, teacher, grad_student, grad_teacher, row_losses);
+    detail::check_side_buffers(name, student, teacher, grad_student, grad_teacher,
+                               weights.weights, nullptr, row_losses, "grad_temperatures",
+                               grad_temperatures,
+                               static_cast<index>(options_.temperatures.size()));
     return run_rows(detail::direct_rows<T>{student}, detail::direct_rows<T>{teacher}, weights,
                     detail::direct_gradient<T>{grad_student},
                     detail::direct_gradient<T>{grad_teacher}, grad_temperatures, row_losses);

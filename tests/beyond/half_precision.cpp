@@ -555,6 +555,76 @@ TEST_CASE("16-bit multi-temperature KD: bad input is refused and nothing is writ
   CHECK(shifted[0] == student[0]);
 }
 
+// The 16-bit losses did not check row weights or the temperature gradients for overlap (the
+// float kd_loss did): row weights inside a gradient, or a temperature gradient inside any
+// buffer, silently changed the caller's buffers. Now refused before anything is written.
+TEST_CASE("16-bit losses: row weights and temperature gradients may not share memory with the "
+          "buffers",
+          "[half][errors]") {
+  using Storage = Eigen::bfloat16;
+  const lskd::index rows = 2, cols = 8, size = rows * cols;
+  auto student = rounded<Storage>(random_rows<float>(121, size));
+  const auto teacher = rounded<Storage>(random_rows<float>(122, size));
+  const auto student_before = student;
+  // Room for two doubles in the row weights, so that a refused write could not leave them.
+  std::vector<float> grad(size, 3.0f), weights{1.0f, 0.5f, 0.0f, 0.0f};
+  std::vector<Storage> grad16(size, Storage(7.0f));
+  const std::vector<std::int64_t> targets{1, 6};
+  const auto untouched = [&] {
+    return grad == std::vector<float>(size, 3.0f) && student == student_before &&
+           weights == std::vector<float>{1.0f, 0.5f, 0.0f, 0.0f} &&
+           std::all_of(grad16.begin(), grad16.end(),
+                       [](Storage g) { return static_cast<float>(g) == 7.0f; });
+  };
+  const lskd::matrix_view<const Storage> s(student.data(), rows, cols), t(teacher.data(), rows,
+                                                                            cols);
+  const lskd::matrix_view<float> gs(grad.data(), rows, cols);
+  const lskd::matrix_view<Storage> gs16(grad16.data(), rows, cols);
+  const lskd::row_weights<float> inside_gradient{grad.data() + 2};
+  const lskd::row_weights<float> weighted{weights.data()};
+  // Doubles inside the 16-bit logits, the 16-bit gradient and the float row weights.
+  double* const in_student = reinterpret_cast<double*>(student.data() + 4);
+  double* const in_gradient = reinterpret_cast<double*>(grad16.data() + 8);
+  double* const in_weights = reinterpret_cast<double*>(weights.data());
+
+  const lskd::half_precision_kd_loss<Storage> kd;
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, gs, {}, nullptr, nullptr, inside_gradient),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, gs16, {}, nullptr, in_student),
+                    Catch::Contains("'grad_temperature' overlaps 'student'"));
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, gs16, {}, nullptr, in_gradient),
+                    Catch::Contains("'grad_temperature' overlaps 'grad_student'"));
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, gs, {}, nullptr, in_weights, weighted),
+                    Catch::Contains("'grad_temperature' overlaps 'row_weights'"));
+  CHECK(untouched());
+
+  const lskd::half_precision_dkd_loss<Storage> dkd;
+  CHECK_THROWS_WITH(dkd.forward_backward(s, t, targets.data(), gs, {}, nullptr, nullptr,
+                                         inside_gradient),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(dkd.forward_backward(s, t, targets.data(), gs16, {}, nullptr, in_student),
+                    Catch::Contains("'grad_temperature' overlaps 'student'"));
+  CHECK_THROWS_WITH(dkd.forward_backward(s, t, targets.data(), gs16, {}, nullptr, in_gradient),
+                    Catch::Contains("'grad_temperature' overlaps 'grad_student'"));
+  CHECK_THROWS_WITH(dkd.forward_backward(s, t, targets.data(), gs, {}, nullptr, in_weights,
+                                         weighted),
+                    Catch::Contains("'grad_temperature' overlaps 'row_weights'"));
+  CHECK(untouched());
+
+  lskd::multi_temperature_kd_options o;
+  o.temperatures = {1.0, 3.0};
+  const lskd::half_precision_multi_temperature_kd_loss<Storage> multi(o);
+  CHECK_THROWS_WITH(multi.forward_backward(s, t, inside_gradient, gs),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(multi.forward_backward(s, t, gs16, {}, nullptr, in_student),
+                    Catch::Contains("'grad_temperatures' overlaps 'student'"));
+  CHECK_THROWS_WITH(multi.forward_backward(s, t, gs16, {}, nullptr, in_gradient),
+                    Catch::Contains("'grad_temperatures' overlaps 'grad_student'"));
+  CHECK_THROWS_WITH(multi.forward_backward(s, t, weighted, gs, {}, nullptr, in_weights),
+                    Catch::Contains("'grad_temperatures' overlaps 'row_weights'"));
+  CHECK(untouched());
+}
+
 TEST_CASE("16-bit rows are widened and rounded exactly as Eigen converts one value",
           "[half][conversion]") {
   // Every half bit pattern, widened in one row (65536: the vector path and, below, a tail).

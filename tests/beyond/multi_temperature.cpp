@@ -8,6 +8,7 @@
 #include <lskd/multi_temperature_kd_loss.hpp>
 
 #include <cstring>
+#include <utility>
 
 using namespace beyond_test;
 
@@ -326,6 +327,46 @@ TEMPLATE_TEST_CASE("multi_temperature_kd_loss on zero rows returns 0 as kd_loss 
     CHECK(multi.forward_backward(s, t, lskd::matrix_view<T>{}, {}, nullptr, dtau.data()) == 0.0);
     CHECK(grad == std::vector<T>(grad.size(), T(5)));
   }
+}
+
+// Row weights inside a gradient, and the temperature gradients inside any buffer, were
+// accepted (kd_loss refused them) and silently changed the caller's buffers or the results:
+// now refused before anything is written.
+TEST_CASE("multi_temperature_kd_loss: row weights and the temperature gradients may not share "
+          "memory with the buffers",
+          "[multi_temperature][errors]") {
+  overlap_case c;
+  lskd::multi_temperature_kd_options o;
+  o.temperatures = {2.0, 4.0};
+  const lskd::multi_temperature_kd_loss<double> multi(o);
+
+  CHECK_THROWS_WITH(multi.forward_backward(c.s(), c.t(),
+                                           lskd::row_weights<double>{c.grad.data() + 4}, c.gs()),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(multi.forward_backward(c.s(), c.t(),
+                                           lskd::row_weights<double>{c.grad.data() + c.size},
+                                           c.gs(), c.gt()),
+                    Catch::Contains("'grad_teacher' overlaps 'row_weights'"));
+  CHECK(c.untouched());
+
+  // Two temperature gradients, each pair wholly inside one buffer.
+  const std::pair<const char*, double*> places[] = {
+      {"'student'", c.student.data() + 6},
+      {"'teacher'", c.teacher.data()},
+      {"'grad_student'", c.grad.data() + 2},
+      {"'grad_teacher'", c.grad.data() + c.size + 3},
+      {"'row_losses'", c.row_losses.data()},
+      {"'row_weights'", c.weights.data()}};
+  for (const auto& place : places) {
+    INFO("grad_temperatures inside " << place.first);
+    CHECK_THROWS_WITH(multi.forward_backward(c.s(), c.t(), c.weighted(), c.gs(), c.gt(),
+                                             c.row_losses.data(), place.second),
+                      Catch::Contains(std::string("'grad_temperatures' overlaps ") + place.first));
+    CHECK(c.untouched());
+  }
+  std::vector<double> dtau(2, 0.0);
+  CHECK_NOTHROW(multi.forward_backward(c.s(), c.t(), c.weighted(), c.gs(), c.gt(),
+                                       c.row_losses.data(), dtau.data()));
 }
 
 TEMPLATE_TEST_CASE("multi_temperature_kd_loss with masked classes and row weights equals the "

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -75,6 +76,40 @@ inline void check_row_weights(const char* function, const row_weights<T>& weight
                                   "; row weights must be finite and >= 0");
     }
   }
+}
+
+/// Refuses a side buffer that shares memory with a buffer that would change it or be changed
+/// by it: the per-row inputs read while gradients are written (`row_weights` and DKD's
+/// `targets`, `rows` values each, or null) may not overlap a gradient, and the temperature
+/// gradients, written after every row (`temperature_count` doubles called `temperature_name`,
+/// or null), may not overlap any input or output. Shared by every loss that takes them.
+template <class In, class Out, class Weight>
+inline void check_side_buffers(const char* function, const matrix_view<const In>& student,
+                               const matrix_view<const In>& teacher,
+                               const matrix_view<Out>& grad_student,
+                               const matrix_view<Out>& grad_teacher, const Weight* weights,
+                               const std::int64_t* targets, const double* row_losses,
+                               const char* temperature_name, const double* grad_temperatures,
+                               index temperature_count) {
+  const index rows = student.rows();
+  if (rows == 0) return;
+  const matrix_view<const Weight> read_weights(weights, weights != nullptr ? rows : 0, 1);
+  const matrix_view<const std::int64_t> read_targets(targets, targets != nullptr ? rows : 0, 1);
+  const matrix_view<const double> losses(row_losses, row_losses != nullptr ? rows : 0, 1);
+  check_no_overlap(function, "grad_student", grad_student, "row_weights", read_weights, false);
+  check_no_overlap(function, "grad_teacher", grad_teacher, "row_weights", read_weights, false);
+  check_no_overlap(function, "grad_student", grad_student, "targets", read_targets, false);
+  check_no_overlap(function, "grad_teacher", grad_teacher, "targets", read_targets, false);
+  if (grad_temperatures == nullptr) return;
+  const matrix_view<const double> tau(grad_temperatures, temperature_count, 1);
+  const char* const name = temperature_name;
+  check_no_overlap(function, name, tau, "student", student, false);
+  check_no_overlap(function, name, tau, "teacher", teacher, false);
+  check_no_overlap(function, name, tau, "grad_student", grad_student, false);
+  check_no_overlap(function, name, tau, "grad_teacher", grad_teacher, false);
+  check_no_overlap(function, name, tau, "row_losses", losses, false);
+  check_no_overlap(function, name, tau, "row_weights", read_weights, false);
+  check_no_overlap(function, name, tau, "targets", read_targets, false);
 }
 
 /// Refuses a row whose student or teacher gradient (each when asked for) could overflow T: a
