@@ -355,6 +355,17 @@ TEST_CASE("dkd_loss: row weights, targets and the temperature gradient may not s
                     Catch::Contains("'grad_teacher' overlaps 'row_weights'"));
   CHECK(untouched());
 
+  // The row losses over the row weights or the targets (written after both are read, but
+  // still the caller's inputs).
+  CHECK_THROWS_WITH(dkd.forward_backward(c.s(), c.t(), targets.data(),
+                                         lskd::row_weights<double>{c.row_losses.data()}, c.gs(),
+                                         {}, c.row_losses.data()),
+                    Catch::Contains("'row_losses' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(dkd.forward(c.s(), c.t(), targets.data(), c.weighted(),
+                                reinterpret_cast<double*>(targets.data())),
+                    Catch::Contains("'row_losses' overlaps 'targets'"));
+  CHECK(untouched());
+
   // Targets inside the student's gradient (in its last row, whose target is read before the
   // row is written: nothing but the caller's targets would change).
   {

@@ -79,10 +79,11 @@ inline void check_row_weights(const char* function, const row_weights<T>& weight
 }
 
 /// Refuses a side buffer that shares memory with a buffer that would change it or be changed
-/// by it: the per-row inputs read while gradients are written (`row_weights` and DKD's
-/// `targets`, `rows` values each, or null) may not overlap a gradient, and the temperature
-/// gradients, written after every row (`temperature_count` doubles called `temperature_name`,
-/// or null), may not overlap any input or output. Shared by every loss that takes them.
+/// by it: the per-row inputs (`row_weights` and DKD's `targets`, `rows` values each, or null)
+/// may not overlap an output (gradients are written while they are still read), and the
+/// temperature gradients, written after every row (`temperature_count` doubles called
+/// `temperature_name`, or null), may not overlap any input or output. Shared by every loss
+/// that takes them.
 template <class In, class Out, class Weight>
 inline void check_side_buffers(const char* function, const matrix_view<const In>& student,
                                const matrix_view<const In>& teacher,
@@ -100,6 +101,8 @@ inline void check_side_buffers(const char* function, const matrix_view<const In>
   check_no_overlap(function, "grad_teacher", grad_teacher, "row_weights", read_weights, false);
   check_no_overlap(function, "grad_student", grad_student, "targets", read_targets, false);
   check_no_overlap(function, "grad_teacher", grad_teacher, "targets", read_targets, false);
+  check_no_overlap(function, "row_losses", losses, "row_weights", read_weights, false);
+  check_no_overlap(function, "row_losses", losses, "targets", read_targets, false);
   if (grad_temperatures == nullptr) return;
   const matrix_view<const double> tau(grad_temperatures, temperature_count, 1);
   const char* const name = temperature_name;
