@@ -254,6 +254,8 @@ class vocab_parallel_kd_loss {
       detail::check_no_overlap(name, "row_losses", losses, "grad_teacher", grad_teacher, false);
     }
     check_weights(weights, rows);
+    detail::check_side_buffers(name, shard.student, shard.teacher, grad_student, grad_teacher,
+                               weights.weights, nullptr, row_losses, "", nullptr, 0);
     check_merged(merged, rows, weights);
     if (rows == 0) return 0.0;
 

@@ -558,6 +558,12 @@ TEST_CASE("vocab_parallel: misuse throws invalid_argument naming the argument",
                     Catch::Contains("'grad_student' overlaps 'shard.teacher'"));
   CHECK_THROWS_WITH(kd.gradients(shard, statistics.data(), sums.data(), {grad.data(), rows, 3}),
                     Catch::Contains("'grad_student' has 3 classes"));
+  // Row weights are read while the gradients are written: they may not lie inside one.
+  std::fill(grad.begin(), grad.end(), T(1));
+  CHECK_THROWS_WITH(kd.gradients(shard, statistics.data(), sums.data(), {grad.data(), rows, cols},
+                                 {}, nullptr, {}, lskd::row_weights<T>{grad.data() + cols}),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK(grad == std::vector<T>(grad.size(), T(1)));
 
   lskd::kd_options none;
   none.reduction = lskd::reduction::none;
