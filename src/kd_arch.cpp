@@ -53,39 +53,42 @@ kd_options to_kd_options(const lskd_kd_options& c) {
 
 // The reduced loss (null: none, the functor writes per-row losses itself) and the temperature
 // gradients (null: none) are doubles the C++ functor never sees (it gets its own buffers for
-// them): they must not lie inside a logit or gradient buffer, which they would silently
-// overwrite. Views with rows; an empty gradient view is an output not asked for.
-template <class In, class Out>
+// them): they must not lie inside a logit, gradient, row-weight or target buffer, which they
+// would silently overwrite. Views with rows; an empty gradient view is an output not asked for;
+// `row_weights` and `targets` hold one value per row, or are null.
+template <class In, class Out, class Weight = In>
 void check_scalar_outputs(const char* function, const double* loss,
                           const double* grad_temperature, std::size_t temperature_count,
                           const matrix_view<const In>& student,
                           const matrix_view<const In>& teacher,
                           const matrix_view<Out>& grad_student,
-                          const matrix_view<Out>& grad_teacher) {
-  const auto apart = [&](const char* name, const double* data, std::size_t count) {
-    const matrix_view<const double> outputs(data, 1, static_cast<index>(count));
-    detail::check_no_overlap(function, name, outputs, "student", student, false);
-    detail::check_no_overlap(function, name, outputs, "teacher", teacher, false);
-    detail::check_no_overlap(function, name, outputs, "grad_student", grad_student, false);
-    detail::check_no_overlap(function, name, outputs, "grad_teacher", grad_teacher, false);
-  };
-  if (loss != nullptr) apart("loss", loss, 1);
+                          const matrix_view<Out>& grad_teacher,
+                          const Weight* row_weights = nullptr,
+                          const std::int64_t* targets = nullptr) {
+  if (loss != nullptr) {
+    detail::check_side_buffers(function, student, teacher, grad_student, grad_teacher,
+                               row_weights, targets, nullptr, "loss", loss, 1);
+  }
   if (grad_temperature != nullptr) {
-    apart(temperature_count > 1 ? "grad_temperatures" : "grad_temperature", grad_temperature,
-          temperature_count);
+    detail::check_side_buffers(function, student, teacher, grad_student, grad_teacher,
+                               row_weights, targets, nullptr,
+                               temperature_count > 1 ? "grad_temperatures" : "grad_temperature",
+                               grad_temperature, static_cast<index>(temperature_count));
   }
 }
 
 // check_scalar_outputs for a request whose shapes c_api.cpp has checked.
-template <class In, class Out>
+template <class In, class Out, class Weight = In>
 void check_scalar_outputs(const char* function, const lskd_c_detail::request& q, reduction how,
                           std::size_t temperature_count, const matrix_view<const In>& student,
                           const matrix_view<const In>& teacher,
                           const matrix_view<Out>& grad_student,
-                          const matrix_view<Out>& grad_teacher) {
+                          const matrix_view<Out>& grad_teacher,
+                          const Weight* row_weights = nullptr) {
   if (q.rows <= 0) return;
   check_scalar_outputs(function, how == reduction::none ? nullptr : q.loss, q.grad_temperature,
-                       temperature_count, student, teacher, grad_student, grad_teacher);
+                       temperature_count, student, teacher, grad_student, grad_teacher,
+                       row_weights, q.targets);
 }
 
 template <class T>
@@ -202,7 +205,7 @@ int run_kd_request(const lskd_c_detail::request& q) {
   const auto grad_student = output_view<T>(q.grad_student, q, q.ld_grad_student);
   const auto grad_teacher = output_view<T>(q.grad_teacher, q, q.ld_grad_teacher);
   check_scalar_outputs("lskd::kd_loss", q, options.reduction, 1, student, teacher, grad_student,
-                       grad_teacher);
+                       grad_teacher, weights.weights);
   return finish(q, options.reduction, 1, [&](double* row_losses, double* tau) {
     if (!wants_gradient(q)) return kd.forward(student, teacher, weights, row_losses);
     return kd.forward_backward(student, teacher, weights, grad_student, grad_teacher, row_losses,
@@ -223,7 +226,7 @@ int run_half_request(const lskd_c_detail::request& q) {
   const auto grad_student = output_view<float>(q.grad_student, q, q.ld_grad_student);
   const auto grad_teacher = output_view<float>(q.grad_teacher, q, q.ld_grad_teacher);
   check_scalar_outputs("lskd::kd_loss", q, options.reduction, 1, student, teacher, grad_student,
-                       grad_teacher);
+                       grad_teacher, weights.weights);
   return finish(q, options.reduction, 1, [&](double* row_losses, double* tau) {
     if (!wants_gradient(q)) return kd.forward(student, teacher, weights, row_losses);
     return kd.forward_backward(student, teacher, grad_student, grad_teacher, row_losses, tau,

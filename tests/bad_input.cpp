@@ -353,6 +353,38 @@ TEST_CASE("kd_loss refuses bad options when it is built", "[bad_input][kd_loss][
   }
 }
 
+// An int cast to lskd::reduction, or a negative thread count, was accepted: the reduction then
+// behaved as sum. Both are refused when the loss is built, naming the option.
+TEST_CASE("kd_loss refuses a reduction that is none of the enum's values and a negative thread "
+          "count",
+          "[bad_input][kd_loss][options]") {
+  for (const int value : {3, 7, -1}) {
+    INFO("reduction " << value);
+    lskd::kd_options o;
+    o.reduction = static_cast<lskd::reduction>(value);
+    expect_bad_option(o, "'reduction'");
+  }
+  for (const int threads : {-3, -1}) {
+    INFO("threads " << threads);
+    kd_buffers<double> b(2, 5);
+    lskd::execution how;
+    how.threads = threads;
+    expect_refusal<std::invalid_argument>(
+        [&] {
+          const lskd::kd_loss<double> kd({}, how);
+          kd.forward_backward(b.s(), b.t(), b.gs(), b.gt(), b.row_losses.data());
+        },
+        {"'execution::threads'", std::to_string(threads).c_str()});
+    CHECK(b.untouched());
+  }
+  // 0 is OpenMP's default and stays valid.
+  kd_buffers<double> b(2, 5);
+  lskd::execution openmp_default;
+  openmp_default.threads = 0;
+  const lskd::kd_loss<double> kd({}, openmp_default);
+  CHECK(std::isfinite(kd.forward_backward(b.s(), b.t(), b.gs(), b.gt())));
+}
+
 // ---------------------------------------------------------------------------------------------
 // kd_loss: bad data
 

@@ -292,6 +292,25 @@ def _check_vector(name, values, dtype, length):
     return array
 
 
+def _check_targets(targets, rows):
+    """`targets` as a contiguous int64 array of `rows` class indices. Integer arrays and lists
+    of integers are taken as they are, and so are floats with an integral value (2.0); 2.7, NaN,
+    booleans and strings are refused rather than truncated or parsed."""
+    values = np.asarray(targets)
+    if values.dtype.kind == "f":
+        integral = np.isfinite(values)
+        integral[integral] = (values[integral] == np.trunc(values[integral])) & (
+            np.abs(values[integral]) < 2.0 ** 63)
+        if not integral.all():
+            first = int(np.flatnonzero(~integral)[0])
+            raise ValueError(f"'targets' must hold integer class indices; targets[{first}] is "
+                             f"{values.flat[first]!r}")
+    elif values.dtype.kind not in "iu":
+        raise TypeError(f"'targets' must hold integer class indices (got values of dtype "
+                        f"{values.dtype})")
+    return _check_vector("targets", values, np.int64, rows)
+
+
 def kd_loss_weighted(student, teacher, row_weights=None, *, normalizer=0.0, temperature=2.0,
                      standardize=True, ddof=1, eps=1e-7, reduction="batchmean",
                      scale_by_t2=True, grad_student=None, grad_teacher=None,
@@ -332,9 +351,10 @@ def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
              standardize=False, ddof=1, eps=1e-7, reduction="batchmean", scale_by_t2=True,
              grad_student=None, grad_teacher=None, return_grad_temperature=False):
     """The DKD loss (lskd_dkd_f32/f64) of `student` against `teacher` logits given each row's
-    true class in `targets` (one integer per row, converted to int64). The defaults are the DKD
-    paper's; standardize=True gives DKD with logit standardization. Outputs and the result as
-    in kd_loss_weighted().
+    true class in `targets` (one integer per row, converted to int64; a float must be a whole
+    number, so 2.7 raises ValueError instead of becoming 2). The defaults are the DKD paper's;
+    standardize=True gives DKD with logit standardization. Outputs and the result as in
+    kd_loss_weighted().
     """
     library = load_library()
     ld_student = _check_matrix("student", student)
@@ -342,7 +362,7 @@ def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
     (gs_pointer, gs_ld), (gt_pointer, gt_ld) = _gradient_outputs(student, grad_student,
                                                                  grad_teacher)
     rows, cols = student.shape
-    target_array = _check_vector("targets", targets, np.int64, rows)
+    target_array = _check_targets(targets, rows)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
     options = _DkdOptions()

@@ -311,6 +311,24 @@ class BeyondPlainKD(unittest.TestCase):
         with self.assertRaisesRegex(TypeError, "'alpha' must be a real number"):
             lskd_ctypes.dkd_loss(self.student, self.teacher, [0] * 6, alpha=None)
 
+    def test_dkd_targets_are_integers(self):
+        # A float target such as 2.7 was truncated to 2; now refused, naming 'targets'.
+        grad = np.full_like(self.student, 5.0)
+        for bad in ([0, 1, 2.7, 3, 4, 0], np.array([0, 1, 2, 3, 4, 0.5]),
+                    [0, 1, 2, 3, float("nan"), 0]):
+            with self.assertRaisesRegex(ValueError, "'targets' must hold integer class indices"):
+                lskd_ctypes.dkd_loss(self.student, self.teacher, bad, grad_student=grad)
+        for bad in (["0", "1", "2", "3", "4", "0"], [True, False, True, True, False, True]):
+            with self.assertRaisesRegex(TypeError, "'targets' must hold integer class indices"):
+                lskd_ctypes.dkd_loss(self.student, self.teacher, bad, grad_student=grad)
+        self.assertTrue(np.all(grad == 5.0), "an output was written on failure")
+        # Integer arrays of any width and integral-valued lists give the same loss as before.
+        expected = lskd_ctypes.dkd_loss(self.student, self.teacher, np.array([0, 1, 2, 3, 4, 0]))
+        for good in ([0, 1, 2, 3, 4, 0], np.array([0, 1, 2, 3, 4, 0], dtype=np.int32),
+                     np.array([0, 1, 2, 3, 4, 0], dtype=np.uint8), [0.0, 1.0, 2.0, 3.0, 4.0, 0.0],
+                     [np.int64(0), 1, 2, 3, 4, 0]):
+            self.assertEqual(lskd_ctypes.dkd_loss(self.student, self.teacher, good), expected)
+
 
 class AutogradFunction(unittest.TestCase):
     def test_parity_and_backward(self):

@@ -125,7 +125,8 @@ LSKD_C_EXPORT int lskd_kd_f64(const double* student, int64_t ld_student, const d
  * @param grad_temperature NULL, or 1 double that receives d(loss)/d(temperature) (of the
  *   reduced loss; with LSKD_REDUCTION_NONE of the sum of the weighted row losses), counting the
  *   temperature^2 factor and both the student's and the teacher's dependence on it. It may be
- *   the only output asked for (both gradients NULL). It must not overlap `loss`.
+ *   the only output asked for (both gradients NULL). It must not overlap `loss` or any other
+ *   buffer (logits, gradients, row weights); nor may `loss` overlap the row weights.
  *
  * The other parameters, the return value and the errors are those of lskd_kd_f32(); a bad
  * weight fails with LSKD_ERROR_INVALID_ARGUMENT and a message naming 'row_weights' and the row.
@@ -181,6 +182,7 @@ LSKD_C_EXPORT void lskd_dkd_options_init(lskd_dkd_options* options);
  * @param cols number of classes, >= 2 (with 2, NCKD is exactly 0).
  * @param targets `rows` class indices, each in [0, cols); must not be NULL when rows > 0. An
  *   index out of range fails with LSKD_ERROR_INVALID_ARGUMENT and a message naming the row.
+ *   No output (loss, gradients, grad_temperature) may overlap them.
  * @param options NULL means the defaults of lskd_dkd_options_init().
  * @param grad_temperature NULL, or 1 double for d(loss)/d(temperature), as in
  *   lskd_kd_weighted_f32().
@@ -244,7 +246,7 @@ LSKD_C_EXPORT int lskd_kd_class_weighted_f64(const double* student, int64_t ld_s
  * @param temperature_count >= 1.
  * @param options options->temperature is ignored; NULL means lskd_kd_options_init()'s.
  * @param grad_temperatures NULL, or `temperature_count` doubles that receive d(loss)/d(tau_i),
- *   in the order of `temperatures`. Must not overlap `loss`.
+ *   in the order of `temperatures`. Must not overlap `loss` or any other buffer.
  *
  * As with lskd_kd_f32(), a gradient may be exactly its own input (same pointer and leading
  * dimension; the row is kept in a per-thread copy while every temperature re-reads it); any

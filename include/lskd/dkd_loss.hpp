@@ -71,14 +71,14 @@ class dkd_loss {
 
  public:
   /// Checks the options: temperature finite and > 0, alpha and beta finite and >= 0, eps
-  /// finite and >= 0, ddof 0 or 1.
+  /// finite and >= 0, ddof 0 or 1, a reduction that is one of lskd::reduction's values, and
+  /// `how.threads` >= 0.
   explicit dkd_loss(const dkd_options& options = {}, execution how = {})
       : options_(options), execution_(std::move(how)) {
     detail::check_positive_finite(name, "temperature", options.temperature);
     detail::check_nonnegative_finite(name, "alpha", options.alpha);
     detail::check_nonnegative_finite(name, "beta", options.beta);
-    detail::check_nonnegative_finite(name, "eps", options.eps);
-    detail::check_ddof(name, options.ddof, 2, false);
+    detail::check_common_options(name, options.eps, options.ddof, options.reduction, execution_);
   }
 
   const dkd_options& options() const noexcept { return options_; }
@@ -158,8 +158,7 @@ class dkd_loss {
   template <class In, class Out>
   void check_arguments(const matrix_view<const In>& student, const matrix_view<const In>& teacher,
                        const std::int64_t* targets, const matrix_view<Out>& grad_student,
-                       const matrix_view<Out>& grad_teacher, const double* grad_temperature,
-                       const double* row_losses) const {
+                       const matrix_view<Out>& grad_teacher, const double* row_losses) const {
     constexpr bool in_place_allowed = std::is_same<In, Out>::value;
     detail::check_view(name, "student", student);
     detail::check_view(name, "teacher", teacher);
@@ -198,10 +197,6 @@ class dkd_loss {
       detail::check_no_overlap(name, "row_losses", losses, "teacher", teacher, false);
       detail::check_no_overlap(name, "row_losses", losses, "grad_student", grad_student, false);
       detail::check_no_overlap(name, "row_losses", losses, "grad_teacher", grad_teacher, false);
-      if (grad_temperature != nullptr) {
-        const matrix_view<const double> tau(grad_temperature, 1, 1);
-        detail::check_no_overlap(name, "grad_temperature", tau, "row_losses", losses, false);
-      }
     }
   }
 
@@ -290,8 +285,10 @@ class dkd_loss {
              const std::int64_t* targets, const row_weights<T>& weights,
              const matrix_view<T>& grad_student, const matrix_view<T>& grad_teacher,
              double* grad_temperature, double* row_losses) const {
-    check_arguments(student, teacher, targets, grad_student, grad_teacher, grad_temperature,
-                    row_losses);
+    check_arguments(student, teacher, targets, grad_student, grad_teacher, row_losses);
+    detail::check_side_buffers(name, student, teacher, grad_student, grad_teacher,
+                               weights.weights, targets, row_losses, "grad_temperature",
+                               grad_temperature, 1);
     return run_rows(detail::direct_rows<T>{student}, detail::direct_rows<T>{teacher}, targets,
                     weights, detail::direct_gradient<T>{grad_student},
                     detail::direct_gradient<T>{grad_teacher}, grad_temperature, row_losses);

@@ -7,6 +7,7 @@
 /// gradients are written as float or rounded to the input type, as the caller chooses.
 
 #include <lskd/config.hpp>
+#include <lskd/detail/row_driver.hpp>
 #include <lskd/detail/row_sources.hpp>
 #include <lskd/dkd_loss.hpp>
 #include <lskd/kd_loss.hpp>
@@ -91,7 +92,7 @@ class half_precision_kd_loss {
                           double* row_losses = nullptr, double* grad_temperature = nullptr,
                           const row_weights<float>& weights = {}) const {
     if (grad_student.empty() && grad_teacher.empty() && grad_temperature == nullptr) {
-      loss_.check_some_gradient({}, {}, nullptr);  // throws the usual message
+      loss_.check_some_gradient({}, {}, nullptr, student.rows());  // the usual message
     }
     return run(student, teacher, weights, detail::narrowed_gradient<Storage>{grad_student},
                detail::narrowed_gradient<Storage>{grad_teacher}, row_losses, grad_temperature);
@@ -103,6 +104,9 @@ class half_precision_kd_loss {
              const row_weights<float>& weights, const Gradient& grad_student,
              const Gradient& grad_teacher, double* row_losses, double* grad_temperature) const {
     loss_.check_arguments(student, teacher, grad_student.view, grad_teacher.view, row_losses);
+    detail::check_side_buffers(kd_loss<float, Arch>::name, student, teacher, grad_student.view,
+                               grad_teacher.view, weights.weights, nullptr, row_losses,
+                               "grad_temperature", grad_temperature, 1);
     return loss_.run_rows(detail::widened_rows<Storage>{student},
                           detail::widened_rows<Storage>{teacher}, weights, grad_student,
                           grad_teacher, row_losses, grad_temperature);
@@ -143,7 +147,7 @@ class half_precision_dkd_loss {
     static_assert(std::is_same<Gradient, float>::value || std::is_same<Gradient, Storage>::value,
                   "gradients are float or the logits' own type");
     if (grad_student.empty() && grad_teacher.empty() && grad_temperature == nullptr) {
-      dkd_loss<float, Arch>::check_some_gradient({}, {}, nullptr);  // throws the usual message
+      dkd_loss<float, Arch>::check_some_gradient({}, {}, nullptr, student.rows());
     }
     if constexpr (std::is_same<Gradient, float>::value) {
       return run(student, teacher, targets, weights, detail::direct_gradient<float>{grad_student},
@@ -162,7 +166,10 @@ class half_precision_dkd_loss {
              const GradientRows& grad_student, const GradientRows& grad_teacher,
              double* grad_temperature, double* row_losses) const {
     loss_.check_arguments(student, teacher, targets, grad_student.view, grad_teacher.view,
-                          grad_temperature, row_losses);
+                          row_losses);
+    detail::check_side_buffers(dkd_loss<float, Arch>::name, student, teacher, grad_student.view,
+                               grad_teacher.view, weights.weights, targets, row_losses,
+                               "grad_temperature", grad_temperature, 1);
     return loss_.run_rows(detail::widened_rows<Storage>{student},
                           detail::widened_rows<Storage>{teacher}, targets, weights, grad_student,
                           grad_teacher, grad_temperature, row_losses);
@@ -238,7 +245,8 @@ class half_precision_multi_temperature_kd_loss {
                           const row_weights<float>& weights, matrix_view<float> grad_student,
                           matrix_view<float> grad_teacher = {}, double* row_losses = nullptr,
                           double* grad_temperatures = nullptr) const {
-    float_loss::check_some_gradient(grad_student, grad_teacher, grad_temperatures);
+    float_loss::check_some_gradient(grad_student, grad_teacher, grad_temperatures,
+                                    student.rows());
     return run(student, teacher, weights, detail::direct_gradient<float>{grad_student},
                detail::direct_gradient<float>{grad_teacher}, grad_temperatures, row_losses);
   }
@@ -249,7 +257,7 @@ class half_precision_multi_temperature_kd_loss {
                           matrix_view<Storage> grad_teacher = {}, double* row_losses = nullptr,
                           double* grad_temperatures = nullptr) const {
     if (grad_student.empty() && grad_teacher.empty() && grad_temperatures == nullptr) {
-      float_loss::check_some_gradient({}, {}, nullptr);  // throws the usual message
+      float_loss::check_some_gradient({}, {}, nullptr, student.rows());  // the usual message
     }
     return run(student, teacher, weights, detail::narrowed_gradient<Storage>{grad_student},
                detail::narrowed_gradient<Storage>{grad_teacher}, grad_temperatures, row_losses);
@@ -261,6 +269,10 @@ class half_precision_multi_temperature_kd_loss {
              const row_weights<float>& weights, const Gradient& grad_student,
              const Gradient& grad_teacher, double* grad_temperatures, double* row_losses) const {
     loss_.check_arguments(student, teacher, grad_student.view, grad_teacher.view, row_losses);
+    detail::check_side_buffers(float_loss::name, student, teacher, grad_student.view,
+                               grad_teacher.view, weights.weights, nullptr, row_losses,
+                               "grad_temperatures", grad_temperatures,
+                               static_cast<index>(options().temperatures.size()));
     return loss_.run_rows(detail::widened_rows<Storage>{student},
                           detail::widened_rows<Storage>{teacher}, weights, grad_student,
                           grad_teacher, grad_temperatures, row_losses);

@@ -69,13 +69,13 @@ class kd_loss {
                 "lskd::kd_loss works on float or double logits");
 
  public:
-  /// Checks the options: temperature finite and > 0, eps finite and >= 0, ddof 0 or 1.
-  /// `how` spreads rows over threads (see lskd::execution); results do not depend on it.
+  /// Checks the options: temperature finite and > 0, eps finite and >= 0, ddof 0 or 1, a
+  /// reduction that is one of lskd::reduction's values. `how` spreads rows over threads (see
+  /// lskd::execution; `how.threads` >= 0); results do not depend on it.
   explicit kd_loss(const kd_options& options = {}, execution how = {})
       : options_(options), execution_(std::move(how)) {
     detail::check_positive_finite(name, "temperature", options.temperature);
-    detail::check_nonnegative_finite(name, "eps", options.eps);
-    detail::check_ddof(name, options.ddof, 2, false);
+    detail::check_common_options(name, options.eps, options.ddof, options.reduction, execution_);
   }
 
   /// With per-class weights c for the Z-score statistics (the weighted Z-score): each row's
@@ -327,44 +327,14 @@ class kd_loss {
     detail::check_row_weights(name, weights, rows, options_.reduction);
   }
 
-  /// Row weights are read while gradients are written, and the temperature gradient is
-  /// written last: neither may share memory with a buffer that would change or be changed.
-  static void check_side_buffers(const matrix_view<const T>& student,
-                                 const matrix_view<const T>& teacher,
-                                 const row_weights<T>& weights, const matrix_view<T>& grad_student,
-                                 const matrix_view<T>& grad_teacher, const double* row_losses,
-                                 const double* grad_temperature) {
-    const index rows = student.rows();
-    if (rows == 0) return;
-    if (weights.weights != nullptr) {
-      const matrix_view<const T> read(weights.weights, rows, 1);
-      detail::check_no_overlap(name, "grad_student", grad_student, "row_weights", read, false);
-      detail::check_no_overlap(name, "grad_teacher", grad_teacher, "row_weights", read, false);
-    }
-    if (grad_temperature != nullptr) {
-      const matrix_view<const double> tau(grad_temperature, 1, 1);
-      detail::check_no_overlap(name, "grad_temperature", tau, "student", student, false);
-      detail::check_no_overlap(name, "grad_temperature", tau, "teacher", teacher, false);
-      detail::check_no_overlap(name, "grad_temperature", tau, "grad_student", grad_student, false);
-      detail::check_no_overlap(name, "grad_temperature", tau, "grad_teacher", grad_teacher, false);
-      if (row_losses != nullptr) {
-        const matrix_view<const double> losses(row_losses, rows, 1);
-        detail::check_no_overlap(name, "grad_temperature", tau, "row_losses", losses, false);
-      }
-      if (weights.weights != nullptr) {
-        const matrix_view<const T> read(weights.weights, rows, 1);
-        detail::check_no_overlap(name, "grad_temperature", tau, "row_weights", read, false);
-      }
-    }
-  }
-
   double run(const matrix_view<const T>& student, const matrix_view<const T>& teacher,
              const row_weights<T>& weights, const matrix_view<T>& grad_student,
              const matrix_view<T>& grad_teacher, double* row_losses,
              double* grad_temperature = nullptr) const {
     check_arguments(student, teacher, grad_student, grad_teacher, row_losses);
-    check_side_buffers(student, teacher, weights, grad_student, grad_teacher, row_losses,
-                       grad_temperature);
+    detail::check_side_buffers(name, student, teacher, grad_student, grad_teacher,
+                               weights.weights, nullptr, row_losses, "grad_temperature",
+                               grad_temperature, 1);
     return run_rows(detail::direct_rows<T>{student}, detail::direct_rows<T>{teacher}, weights,
                     detail::direct_gradient<T>{grad_student},
                     detail::direct_gradient<T>{grad_teacher}, row_losses, grad_temperature);

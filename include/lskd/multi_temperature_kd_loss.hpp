@@ -49,6 +49,7 @@ class half_precision_multi_temperature_kd_loss;
 /// finite and > 0) or an overlap between an output and an input or another output, other than
 /// a gradient that is exactly its own logits (in place, as in kd_loss); std::domain_error for a
 /// NaN or infinite logit, naming the row, and a constant row when standardizing with eps 0.
+/// Zero rows give loss 0 (and temperature gradients 0), with or without outputs, as in kd_loss.
 /// Masked classes (-inf in both teacher and student) and row weights (lskd::row_weights)
 /// behave as in kd_loss.
 ///
@@ -60,17 +61,21 @@ class multi_temperature_kd_loss {
                 "lskd::multi_temperature_kd_loss works on float or double logits");
 
  public:
+  /// Checks the options: at least one temperature, each finite and > 0 (an error names its
+  /// index), eps finite and >= 0, ddof 0 or 1, a reduction that is one of lskd::reduction's
+  /// values, and `how.threads` >= 0.
   explicit multi_temperature_kd_loss(multi_temperature_kd_options options = {},
                                      execution how = {})
       : options_(std::move(options)), execution_(std::move(how)) {
-    if (options_.temperatures.empty()) {
+    const auto& o = options_;
+    if (o.temperatures.empty()) {
       detail::throw_invalid(name, "'temperatures' is empty; give at least one temperature");
     }
-    for (double t : options_.temperatures) {
-      detail::check_positive_finite(name, "temperatures", t);
+    for (std::size_t k = 0; k < o.temperatures.size(); ++k) {
+      const std::string temperature = "temperatures[" + std::to_string(k) + "]";
+      detail::check_positive_finite(name, temperature.c_str(), o.temperatures[k]);
     }
-    detail::check_nonnegative_finite(name, "eps", options_.eps);
-    detail::check_ddof(name, options_.ddof, 2, false);
+    detail::check_common_options(name, o.eps, o.ddof, o.reduction, execution_);
   }
 
   /// With per-class weights c for the Z-score statistics (the weighted Z-score, as in
@@ -124,7 +129,7 @@ class multi_temperature_kd_loss {
                           matrix_view<T> grad_student, matrix_view<T> grad_teacher = {},
                           double* row_losses = nullptr,
                           double* grad_temperatures = nullptr) const {
-    check_some_gradient(grad_student, grad_teacher, grad_temperatures);
+    check_some_gradient(grad_student, grad_teacher, grad_temperatures, student.rows());
     return run(student, teacher, {}, grad_student, grad_teacher, grad_temperatures, row_losses);
   }
 
@@ -134,7 +139,7 @@ class multi_temperature_kd_loss {
                           const row_weights<T>& weights, matrix_view<T> grad_student,
                           matrix_view<T> grad_teacher = {}, double* row_losses = nullptr,
                           double* grad_temperatures = nullptr) const {
-    check_some_gradient(grad_student, grad_teacher, grad_temperatures);
+    check_some_gradient(grad_student, grad_teacher, grad_temperatures, student.rows());
     return run(student, teacher, weights, grad_student, grad_teacher, grad_temperatures,
                row_losses);
   }
@@ -146,9 +151,12 @@ class multi_temperature_kd_loss {
   template <class Storage, class OtherArch>
   friend class half_precision_multi_temperature_kd_loss;
 
+  /// With rows = 0 an empty gradient view is also a valid view of no rows: no error then (as
+  /// in kd_loss).
   static void check_some_gradient(const matrix_view<T>& grad_student,
-                                  const matrix_view<T>& grad_teacher, const double* grad_taus) {
-    if (grad_student.empty() && grad_teacher.empty() && grad_taus == nullptr) {
+                                  const matrix_view<T>& grad_teacher, const double* grad_taus,
+                                  index rows = 1) {
+    if (rows > 0 && grad_student.empty() && grad_teacher.empty() && grad_taus == nullptr) {
       detail::throw_invalid(name, "'grad_student', 'grad_teacher' and 'grad_temperatures' are "
                                   "all empty; call forward() for the loss alone");
     }
@@ -209,6 +217,10 @@ class multi_temperature_kd_loss {
              const matrix_view<T>& grad_teacher, double* grad_temperatures,
              double* row_losses) const {
     check_arguments(student, teacher, grad_student, grad_teacher, row_losses);
+    detail::check_side_buffers(name, student, teacher, grad_student, grad_teacher,
+                               weights.weights, nullptr, row_losses, "grad_temperatures",
+                               grad_temperatures,
+                               static_cast<index>(options_.temperatures.size()));
     return run_rows(detail::direct_rows<T>{student}, detail::direct_rows<T>{teacher}, weights,
                     detail::direct_gradient<T>{grad_student},
                     detail::direct_gradient<T>{grad_teacher}, grad_temperatures, row_losses);

@@ -105,8 +105,7 @@ class vocab_parallel_kd_loss {
   explicit vocab_parallel_kd_loss(const kd_options& options = {}, execution how = {})
       : options_(options), execution_(std::move(how)) {
     detail::check_positive_finite(name, "temperature", options.temperature);
-    detail::check_nonnegative_finite(name, "eps", options.eps);
-    detail::check_ddof(name, options.ddof, 2, false);
+    detail::check_common_options(name, options.eps, options.ddof, options.reduction, execution_);
   }
 
   const kd_options& options() const noexcept { return options_; }
@@ -255,6 +254,8 @@ class vocab_parallel_kd_loss {
       detail::check_no_overlap(name, "row_losses", losses, "grad_teacher", grad_teacher, false);
     }
     check_weights(weights, rows);
+    detail::check_side_buffers(name, shard.student, shard.teacher, grad_student, grad_teacher,
+                               weights.weights, nullptr, row_losses, "", nullptr, 0);
     check_merged(merged, rows, weights);
     if (rows == 0) return 0.0;
 

@@ -90,6 +90,34 @@ std::vector<T> random_rows(unsigned seed, index count, double mean = 0.0, double
   return values;
 }
 
+/// A 2 x 4 batch in double for the tests that put a side buffer (row weights, targets, a
+/// temperature gradient) inside another buffer: sentinel-filled outputs (the student's gradient
+/// and then the teacher's in one vector), row weights 1 and 0.5, and a check that no input or
+/// output changed.
+struct overlap_case {
+  static constexpr index rows = 2, cols = 4, size = rows * cols;
+  std::vector<double> student = random_rows<double>(11, size);
+  std::vector<double> teacher = random_rows<double>(12, size);
+  std::vector<double> grad = std::vector<double>(2 * size, 7.0);
+  std::vector<double> weights{1.0, 0.5};
+  std::vector<double> row_losses = std::vector<double>(rows, -1.0);
+  const std::vector<double> student_before = student;
+  const std::vector<double> teacher_before = teacher;
+
+  lskd::matrix_view<const double> s() const { return {student.data(), rows, cols}; }
+  lskd::matrix_view<const double> t() const { return {teacher.data(), rows, cols}; }
+  lskd::matrix_view<double> gs() { return {grad.data(), rows, cols}; }
+  lskd::matrix_view<double> gt() { return {grad.data() + size, rows, cols}; }
+  lskd::row_weights<double> weighted() const { return {weights.data(), 0.0}; }
+
+  bool untouched() const {
+    return grad == std::vector<double>(2 * size, 7.0) &&
+           row_losses == std::vector<double>(rows, -1.0) &&
+           weights == std::vector<double>{1.0, 0.5} && student == student_before &&
+           teacher == teacher_before;
+  }
+};
+
 inline std::vector<std::int64_t> random_targets(unsigned seed, index rows, index classes) {
   std::mt19937_64 engine(seed);
   std::uniform_int_distribution<std::int64_t> pick(0, classes - 1);

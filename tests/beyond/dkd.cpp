@@ -6,6 +6,8 @@
 
 #include <lskd/dkd_loss.hpp>
 
+#include <utility>
+
 using namespace beyond_test;
 
 namespace {
@@ -328,6 +330,72 @@ TEST_CASE("dkd_loss refuses what it cannot compute, naming the argument", "[dkd]
   CHECK(dkd.forward_backward({student.data(), 0, cols}, {teacher.data(), 0, cols}, nullptr, {},
                              {}, nullptr, &dtau) == 0.0);
   CHECK(dtau == 0.0);
+}
+
+// Row weights or targets inside a gradient, and the temperature gradient inside any buffer,
+// were accepted (kd_loss refused them) and silently changed the caller's buffers or the
+// results: now refused before anything is written.
+TEST_CASE("dkd_loss: row weights, targets and the temperature gradient may not share memory "
+          "with the buffers",
+          "[dkd][errors]") {
+  overlap_case c;
+  std::vector<std::int64_t> targets{1, 3};
+  const auto untouched = [&] {
+    return c.untouched() && targets == std::vector<std::int64_t>{1, 3};
+  };
+  const lskd::dkd_loss<double> dkd;
+
+  // Row weights (read while gradients are written) inside either gradient.
+  CHECK_THROWS_WITH(dkd.forward_backward(c.s(), c.t(), targets.data(),
+                                         lskd::row_weights<double>{c.grad.data() + 4}, c.gs()),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(dkd.forward_backward(c.s(), c.t(), targets.data(),
+                                         lskd::row_weights<double>{c.grad.data() + c.size},
+                                         c.gs(), c.gt()),
+                    Catch::Contains("'grad_teacher' overlaps 'row_weights'"));
+  CHECK(untouched());
+
+  // The row losses over the row weights or the targets (written after both are read, but
+  // still the caller's inputs).
+  CHECK_THROWS_WITH(dkd.forward_backward(c.s(), c.t(), targets.data(),
+                                         lskd::row_weights<double>{c.row_losses.data()}, c.gs(),
+                                         {}, c.row_losses.data()),
+                    Catch::Contains("'row_losses' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(dkd.forward(c.s(), c.t(), targets.data(), c.weighted(),
+                                reinterpret_cast<double*>(targets.data())),
+                    Catch::Contains("'row_losses' overlaps 'targets'"));
+  CHECK(untouched());
+
+  // Targets inside the student's gradient (in its last row, whose target is read before the
+  // row is written: nothing but the caller's targets would change).
+  {
+    std::vector<std::int64_t> shared(static_cast<std::size_t>(c.size), 0);
+    const lskd::matrix_view<double> over(reinterpret_cast<double*>(shared.data()), c.rows,
+                                         c.cols);
+    CHECK_THROWS_WITH(dkd.forward_backward(c.s(), c.t(), shared.data() + c.cols, over),
+                      Catch::Contains("'grad_student' overlaps 'targets'"));
+    CHECK(shared == std::vector<std::int64_t>(static_cast<std::size_t>(c.size), 0));
+  }
+
+  // The temperature gradient inside any input or output.
+  const std::pair<const char*, double*> places[] = {
+      {"'student'", c.student.data() + 3},
+      {"'teacher'", c.teacher.data() + 5},
+      {"'grad_student'", c.grad.data() + 2},
+      {"'grad_teacher'", c.grad.data() + c.size + 1},
+      {"'row_losses'", c.row_losses.data() + 1},
+      {"'row_weights'", c.weights.data()},
+      {"'targets'", reinterpret_cast<double*>(targets.data() + 1)}};
+  for (const auto& place : places) {
+    INFO("grad_temperature inside " << place.first);
+    CHECK_THROWS_WITH(dkd.forward_backward(c.s(), c.t(), targets.data(), c.weighted(), c.gs(),
+                                           c.gt(), c.row_losses.data(), place.second),
+                      Catch::Contains(std::string("'grad_temperature' overlaps ") + place.first));
+    CHECK(untouched());
+  }
+  double dtau = 0.0;
+  CHECK_NOTHROW(dkd.forward_backward(c.s(), c.t(), targets.data(), c.weighted(), c.gs(), c.gt(),
+                                     c.row_losses.data(), &dtau));
 }
 
 TEMPLATE_TEST_CASE("dkd_loss: a class masked in both equals the row without it",

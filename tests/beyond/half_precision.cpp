@@ -201,6 +201,72 @@ TEST_CASE("16-bit logits: NaN is reported, nothing is written", "[half][errors]"
                     Catch::Contains("'grad_student' overlaps 'student'"));
 }
 
+// An int cast to lskd::reduction, or a negative thread count, was accepted by every loss (the
+// reduction then behaved as sum): each now refuses them when it is built, naming the option.
+TEST_CASE("DKD, multi-temperature and 16-bit losses refuse a reduction outside the enum and a "
+          "negative thread count",
+          "[half][dkd][multi_temperature][errors]") {
+  const auto outside = static_cast<lskd::reduction>(7);
+  lskd::execution negative, openmp_default;
+  negative.threads = -3;
+  openmp_default.threads = 0;
+  lskd::kd_options kd;
+  kd.reduction = outside;
+  lskd::dkd_options dkd;
+  dkd.reduction = outside;
+  lskd::multi_temperature_kd_options multi;
+  multi.reduction = outside;
+  // (Single matchers: a combined one would keep pointers to temporaries.)
+  const auto names_reduction = Catch::Contains("'reduction' must be reduction::none");
+  const auto names_threads = Catch::Contains("'execution::threads' is -3");
+
+  CHECK_THROWS_WITH(lskd::dkd_loss<float>(dkd), names_reduction);
+  CHECK_THROWS_WITH(lskd::dkd_loss<double>({}, negative), names_threads);
+  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<float>(multi), names_reduction);
+  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<double>({}, negative), names_threads);
+  CHECK_THROWS_WITH(lskd::half_precision_kd_loss<Eigen::half>(kd), names_reduction);
+  CHECK_THROWS_WITH(lskd::half_precision_kd_loss<Eigen::bfloat16>({}, negative), names_threads);
+  CHECK_THROWS_WITH(lskd::half_precision_dkd_loss<Eigen::bfloat16>(dkd), names_reduction);
+  CHECK_THROWS_WITH(lskd::half_precision_dkd_loss<Eigen::half>({}, negative), names_threads);
+  CHECK_THROWS_WITH(lskd::half_precision_multi_temperature_kd_loss<Eigen::half>(multi),
+                    names_reduction);
+  CHECK_THROWS_WITH(lskd::half_precision_multi_temperature_kd_loss<Eigen::bfloat16>({}, negative),
+                    names_threads);
+
+  // 0 threads is OpenMP's default.
+  CHECK_NOTHROW(lskd::dkd_loss<float>({}, openmp_default));
+  CHECK_NOTHROW(lskd::multi_temperature_kd_loss<float>({}, openmp_default));
+}
+
+// On 0 rows, a 16-bit gradient overload with no output asked for threw where the float
+// overload and kd_loss return 0: every 16-bit loss now returns 0 there.
+TEST_CASE("16-bit losses on zero rows return 0 with or without outputs", "[half][errors]") {
+  using Storage = Eigen::half;
+  const lskd::index cols = 6;
+  std::vector<Storage> logits(cols, Storage(1.0f));
+  const lskd::matrix_view<const Storage> s(logits.data(), 0, cols), t(logits.data(), 0, cols);
+  const lskd::matrix_view<float> none32{};
+  const lskd::matrix_view<Storage> none16{};
+  const std::int64_t* const no_targets = nullptr;
+  const lskd::half_precision_kd_loss<Storage> kd;
+  const lskd::half_precision_dkd_loss<Storage> dkd;
+  const lskd::half_precision_multi_temperature_kd_loss<Storage> multi;
+
+  CHECK(kd.forward_backward(s, t, none32) == 0.0);
+  CHECK(kd.forward_backward(s, t, none16) == 0.0);
+  CHECK(dkd.forward_backward(s, t, no_targets, none32) == 0.0);
+  CHECK(dkd.forward_backward(s, t, no_targets, none16) == 0.0);
+  CHECK(multi.forward_backward(s, t, none32) == 0.0);
+  CHECK(multi.forward_backward(s, t, none16) == 0.0);
+
+  double dtau = -1.0;
+  std::vector<double> dtaus(multi.options().temperatures.size(), -1.0);
+  CHECK(dkd.forward_backward(s, t, no_targets, none16, {}, nullptr, &dtau) == 0.0);
+  CHECK(dtau == 0.0);
+  CHECK(multi.forward_backward(s, t, none16, {}, nullptr, dtaus.data()) == 0.0);
+  CHECK(dtaus == std::vector<double>(dtaus.size(), 0.0));
+}
+
 TEST_CASE("16-bit KD: row weights, masked classes, class weights and threads as kd_loss",
           "[half][kd]") {
   using Storage = Eigen::bfloat16;
@@ -487,6 +553,76 @@ TEST_CASE("16-bit multi-temperature KD: bad input is refused and nothing is writ
                     Catch::Contains("all empty"));
   CHECK(untouched());
   CHECK(shifted[0] == student[0]);
+}
+
+// The 16-bit losses did not check row weights or the temperature gradients for overlap (the
+// float kd_loss did): row weights inside a gradient, or a temperature gradient inside any
+// buffer, silently changed the caller's buffers. Now refused before anything is written.
+TEST_CASE("16-bit losses: row weights and temperature gradients may not share memory with the "
+          "buffers",
+          "[half][errors]") {
+  using Storage = Eigen::bfloat16;
+  const lskd::index rows = 2, cols = 8, size = rows * cols;
+  auto student = rounded<Storage>(random_rows<float>(121, size));
+  const auto teacher = rounded<Storage>(random_rows<float>(122, size));
+  const auto student_before = student;
+  // Room for two doubles in the row weights, so that a refused write could not leave them.
+  std::vector<float> grad(size, 3.0f), weights{1.0f, 0.5f, 0.0f, 0.0f};
+  std::vector<Storage> grad16(size, Storage(7.0f));
+  const std::vector<std::int64_t> targets{1, 6};
+  const auto untouched = [&] {
+    return grad == std::vector<float>(size, 3.0f) && student == student_before &&
+           weights == std::vector<float>{1.0f, 0.5f, 0.0f, 0.0f} &&
+           std::all_of(grad16.begin(), grad16.end(),
+                       [](Storage g) { return static_cast<float>(g) == 7.0f; });
+  };
+  const lskd::matrix_view<const Storage> s(student.data(), rows, cols), t(teacher.data(), rows,
+                                                                            cols);
+  const lskd::matrix_view<float> gs(grad.data(), rows, cols);
+  const lskd::matrix_view<Storage> gs16(grad16.data(), rows, cols);
+  const lskd::row_weights<float> inside_gradient{grad.data() + 2};
+  const lskd::row_weights<float> weighted{weights.data()};
+  // Doubles inside the 16-bit logits, the 16-bit gradient and the float row weights.
+  double* const in_student = reinterpret_cast<double*>(student.data() + 4);
+  double* const in_gradient = reinterpret_cast<double*>(grad16.data() + 8);
+  double* const in_weights = reinterpret_cast<double*>(weights.data());
+
+  const lskd::half_precision_kd_loss<Storage> kd;
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, gs, {}, nullptr, nullptr, inside_gradient),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, gs16, {}, nullptr, in_student),
+                    Catch::Contains("'grad_temperature' overlaps 'student'"));
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, gs16, {}, nullptr, in_gradient),
+                    Catch::Contains("'grad_temperature' overlaps 'grad_student'"));
+  CHECK_THROWS_WITH(kd.forward_backward(s, t, gs, {}, nullptr, in_weights, weighted),
+                    Catch::Contains("'grad_temperature' overlaps 'row_weights'"));
+  CHECK(untouched());
+
+  const lskd::half_precision_dkd_loss<Storage> dkd;
+  CHECK_THROWS_WITH(dkd.forward_backward(s, t, targets.data(), gs, {}, nullptr, nullptr,
+                                         inside_gradient),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(dkd.forward_backward(s, t, targets.data(), gs16, {}, nullptr, in_student),
+                    Catch::Contains("'grad_temperature' overlaps 'student'"));
+  CHECK_THROWS_WITH(dkd.forward_backward(s, t, targets.data(), gs16, {}, nullptr, in_gradient),
+                    Catch::Contains("'grad_temperature' overlaps 'grad_student'"));
+  CHECK_THROWS_WITH(dkd.forward_backward(s, t, targets.data(), gs, {}, nullptr, in_weights,
+                                         weighted),
+                    Catch::Contains("'grad_temperature' overlaps 'row_weights'"));
+  CHECK(untouched());
+
+  lskd::multi_temperature_kd_options o;
+  o.temperatures = {1.0, 3.0};
+  const lskd::half_precision_multi_temperature_kd_loss<Storage> multi(o);
+  CHECK_THROWS_WITH(multi.forward_backward(s, t, inside_gradient, gs),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(multi.forward_backward(s, t, gs16, {}, nullptr, in_student),
+                    Catch::Contains("'grad_temperatures' overlaps 'student'"));
+  CHECK_THROWS_WITH(multi.forward_backward(s, t, gs16, {}, nullptr, in_gradient),
+                    Catch::Contains("'grad_temperatures' overlaps 'grad_student'"));
+  CHECK_THROWS_WITH(multi.forward_backward(s, t, weighted, gs, {}, nullptr, in_weights),
+                    Catch::Contains("'grad_temperatures' overlaps 'row_weights'"));
+  CHECK(untouched());
 }
 
 TEST_CASE("16-bit rows are widened and rounded exactly as Eigen converts one value",

@@ -8,6 +8,7 @@
 #include <lskd/multi_temperature_kd_loss.hpp>
 
 #include <cstring>
+#include <utility>
 
 using namespace beyond_test;
 
@@ -262,8 +263,13 @@ TEST_CASE("multi_temperature_kd_loss refuses what it cannot compute", "[multi_te
   lskd::multi_temperature_kd_options o;
   o.temperatures = {};
   CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<float>(o), Catch::Contains("empty"));
+  // A bad temperature is named by its index.
   o.temperatures = {2.0, -1.0};
-  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<float>(o), Catch::Contains("temperatures"));
+  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<float>(o),
+                    Catch::Contains("'temperatures[1]' must be finite and > 0 (got -1)"));
+  o.temperatures = {2.0, 3.0, std::numeric_limits<double>::quiet_NaN(), 0.0};
+  CHECK_THROWS_WITH(lskd::multi_temperature_kd_loss<double>(o),
+                    Catch::Contains("'temperatures[2]' must be finite and > 0"));
   o.temperatures = {2.0};
   const lskd::multi_temperature_kd_loss<float> loss(o);
   std::vector<float> x = random_rows<float>(1, 12), v = random_rows<float>(2, 12);
@@ -282,6 +288,85 @@ TEST_CASE("multi_temperature_kd_loss refuses what it cannot compute", "[multi_te
   v[5] = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_WITH(loss.forward({x.data(), 3, 4}, {v.data(), 3, 4}),
                     Catch::Contains("row 1") && Catch::Contains("NaN"));
+}
+
+// With 0 rows and no output asked for, multi_temperature_kd_loss threw where kd_loss returns
+// 0: both now return 0, with or without outputs, and write 0 to the temperature gradients.
+TEMPLATE_TEST_CASE("multi_temperature_kd_loss on zero rows returns 0 as kd_loss does",
+                   "[multi_temperature]", float_simd, double_simd) {
+  using T = typename TestType::value_type;
+  using Arch = typename TestType::arch;
+  const lskd::index cols = 6;
+  std::vector<T> logits(2 * cols, T(1));  // views of no rows, on real memory
+  std::vector<T> grad(2 * cols, T(5));
+  const lskd::matrix_view<const T> s(logits.data(), 0, cols), t(logits.data() + cols, 0, cols);
+  const lskd::matrix_view<T> gs(grad.data(), 0, cols), gt(grad.data() + cols, 0, cols);
+  lskd::multi_temperature_kd_options per_row;
+  per_row.reduction = lskd::reduction::none;
+  for (const auto& options : {lskd::multi_temperature_kd_options{}, per_row}) {
+    INFO("reduction " << lskd::to_string(options.reduction));
+    lskd::kd_options kd_options;
+    kd_options.reduction = options.reduction;
+    const lskd::kd_loss<T, Arch> kd(kd_options);
+    const lskd::multi_temperature_kd_loss<T, Arch> multi(options);
+
+    // No outputs.
+    CHECK(kd.forward(s, t) == 0.0);
+    CHECK(multi.forward(s, t) == 0.0);
+    CHECK(kd.forward_backward(s, t, lskd::matrix_view<T>{}) == 0.0);
+    CHECK(multi.forward_backward(s, t, lskd::matrix_view<T>{}) == 0.0);
+    CHECK(multi.forward_backward(s, t, lskd::row_weights<T>{}, lskd::matrix_view<T>{}) == 0.0);
+
+    // Gradient views of no rows and the temperature gradients: 0 written to each.
+    double kd_dtau = -1.0;
+    std::vector<double> dtau(options.temperatures.size(), -1.0);
+    CHECK(kd.forward_backward(s, t, gs, gt, nullptr, &kd_dtau) == 0.0);
+    CHECK(multi.forward_backward(s, t, gs, gt, nullptr, dtau.data()) == 0.0);
+    CHECK(kd_dtau == 0.0);
+    CHECK(dtau == std::vector<double>(dtau.size(), 0.0));
+    CHECK(multi.forward_backward(s, t, lskd::matrix_view<T>{}, {}, nullptr, dtau.data()) == 0.0);
+    CHECK(grad == std::vector<T>(grad.size(), T(5)));
+  }
+}
+
+// Row weights inside a gradient, and the temperature gradients inside any buffer, were
+// accepted (kd_loss refused them) and silently changed the caller's buffers or the results:
+// now refused before anything is written.
+TEST_CASE("multi_temperature_kd_loss: row weights and the temperature gradients may not share "
+          "memory with the buffers",
+          "[multi_temperature][errors]") {
+  overlap_case c;
+  lskd::multi_temperature_kd_options o;
+  o.temperatures = {2.0, 4.0};
+  const lskd::multi_temperature_kd_loss<double> multi(o);
+
+  CHECK_THROWS_WITH(multi.forward_backward(c.s(), c.t(),
+                                           lskd::row_weights<double>{c.grad.data() + 4}, c.gs()),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK_THROWS_WITH(multi.forward_backward(c.s(), c.t(),
+                                           lskd::row_weights<double>{c.grad.data() + c.size},
+                                           c.gs(), c.gt()),
+                    Catch::Contains("'grad_teacher' overlaps 'row_weights'"));
+  CHECK(c.untouched());
+
+  // Two temperature gradients, each pair wholly inside one buffer.
+  const std::pair<const char*, double*> places[] = {
+      {"'student'", c.student.data() + 6},
+      {"'teacher'", c.teacher.data()},
+      {"'grad_student'", c.grad.data() + 2},
+      {"'grad_teacher'", c.grad.data() + c.size + 3},
+      {"'row_losses'", c.row_losses.data()},
+      {"'row_weights'", c.weights.data()}};
+  for (const auto& place : places) {
+    INFO("grad_temperatures inside " << place.first);
+    CHECK_THROWS_WITH(multi.forward_backward(c.s(), c.t(), c.weighted(), c.gs(), c.gt(),
+                                             c.row_losses.data(), place.second),
+                      Catch::Contains(std::string("'grad_temperatures' overlaps ") + place.first));
+    CHECK(c.untouched());
+  }
+  std::vector<double> dtau(2, 0.0);
+  CHECK_NOTHROW(multi.forward_backward(c.s(), c.t(), c.weighted(), c.gs(), c.gt(),
+                                       c.row_losses.data(), dtau.data()));
 }
 
 TEMPLATE_TEST_CASE("multi_temperature_kd_loss with masked classes and row weights equals the "

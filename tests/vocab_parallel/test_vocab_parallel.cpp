@@ -558,6 +558,12 @@ TEST_CASE("vocab_parallel: misuse throws invalid_argument naming the argument",
                     Catch::Contains("'grad_student' overlaps 'shard.teacher'"));
   CHECK_THROWS_WITH(kd.gradients(shard, statistics.data(), sums.data(), {grad.data(), rows, 3}),
                     Catch::Contains("'grad_student' has 3 classes"));
+  // Row weights are read while the gradients are written: they may not lie inside one.
+  std::fill(grad.begin(), grad.end(), T(1));
+  CHECK_THROWS_WITH(kd.gradients(shard, statistics.data(), sums.data(), {grad.data(), rows, cols},
+                                 {}, nullptr, {}, lskd::row_weights<T>{grad.data() + cols}),
+                    Catch::Contains("'grad_student' overlaps 'row_weights'"));
+  CHECK(grad == std::vector<T>(grad.size(), T(1)));
 
   lskd::kd_options none;
   none.reduction = lskd::reduction::none;
@@ -568,6 +574,13 @@ TEST_CASE("vocab_parallel: misuse throws invalid_argument naming the argument",
   lskd::kd_options bad;
   bad.temperature = 0.0;
   CHECK_THROWS_WITH(lskd::vocab_parallel_kd_loss<T>(bad), Catch::Contains("'temperature'"));
+  bad = {};
+  bad.reduction = static_cast<lskd::reduction>(7);
+  CHECK_THROWS_WITH(lskd::vocab_parallel_kd_loss<T>(bad), Catch::Contains("'reduction'"));
+  lskd::execution negative;
+  negative.threads = -3;
+  CHECK_THROWS_WITH(lskd::vocab_parallel_kd_loss<T>({}, negative),
+                    Catch::Contains("'execution::threads' is -3"));
 
   // An empty batch: nothing to do, loss 0.
   CHECK(kd.loss(0, nullptr, nullptr) == 0.0);

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -33,6 +34,24 @@ inline std::vector<row_scan<T>> scan_rows(const char* function, const char* whos
     }
   }
   return scans;
+}
+
+/// The options every loss checks when it is built: eps finite and >= 0, ddof 0 or 1, a
+/// reduction that is one of lskd::reduction's values (an int cast to it may be none of them),
+/// and a thread count that is 0 (OpenMP's default) or more. Shared by every loss.
+inline void check_common_options(const char* function, double eps, int ddof, reduction how,
+                                 const execution& spread) {
+  check_nonnegative_finite(function, "eps", eps);
+  check_ddof(function, ddof, 2, false);
+  if (how != reduction::none && how != reduction::sum && how != reduction::batchmean) {
+    throw_invalid(function, "'reduction' must be reduction::none, reduction::sum or "
+                            "reduction::batchmean (got the value " +
+                                std::to_string(static_cast<int>(how)) + ")");
+  }
+  if (spread.threads < 0) {
+    throw_invalid(function, "'execution::threads' is " + std::to_string(spread.threads) +
+                                "; it must be >= 1, or 0 for OpenMP's default");
+  }
 }
 
 /// Row weights are finite and >= 0; a normalizer is finite and >= 0, and only batchmean
@@ -57,6 +76,43 @@ inline void check_row_weights(const char* function, const row_weights<T>& weight
                                   "; row weights must be finite and >= 0");
     }
   }
+}
+
+/// Refuses a side buffer that shares memory with a buffer that would change it or be changed
+/// by it: the per-row inputs (`row_weights` and DKD's `targets`, `rows` values each, or null)
+/// may not overlap an output (gradients are written while they are still read), and the
+/// temperature gradients, written after every row (`temperature_count` doubles called
+/// `temperature_name`, or null), may not overlap any input or output. Shared by every loss
+/// that takes them.
+template <class In, class Out, class Weight>
+inline void check_side_buffers(const char* function, const matrix_view<const In>& student,
+                               const matrix_view<const In>& teacher,
+                               const matrix_view<Out>& grad_student,
+                               const matrix_view<Out>& grad_teacher, const Weight* weights,
+                               const std::int64_t* targets, const double* row_losses,
+                               const char* temperature_name, const double* grad_temperatures,
+                               index temperature_count) {
+  const index rows = student.rows();
+  if (rows == 0) return;
+  const matrix_view<const Weight> read_weights(weights, weights != nullptr ? rows : 0, 1);
+  const matrix_view<const std::int64_t> read_targets(targets, targets != nullptr ? rows : 0, 1);
+  const matrix_view<const double> losses(row_losses, row_losses != nullptr ? rows : 0, 1);
+  check_no_overlap(function, "grad_student", grad_student, "row_weights", read_weights, false);
+  check_no_overlap(function, "grad_teacher", grad_teacher, "row_weights", read_weights, false);
+  check_no_overlap(function, "grad_student", grad_student, "targets", read_targets, false);
+  check_no_overlap(function, "grad_teacher", grad_teacher, "targets", read_targets, false);
+  check_no_overlap(function, "row_losses", losses, "row_weights", read_weights, false);
+  check_no_overlap(function, "row_losses", losses, "targets", read_targets, false);
+  if (grad_temperatures == nullptr) return;
+  const matrix_view<const double> tau(grad_temperatures, temperature_count, 1);
+  const char* const name = temperature_name;
+  check_no_overlap(function, name, tau, "student", student, false);
+  check_no_overlap(function, name, tau, "teacher", teacher, false);
+  check_no_overlap(function, name, tau, "grad_student", grad_student, false);
+  check_no_overlap(function, name, tau, "grad_teacher", grad_teacher, false);
+  check_no_overlap(function, name, tau, "row_losses", losses, false);
+  check_no_overlap(function, name, tau, "row_weights", read_weights, false);
+  check_no_overlap(function, name, tau, "targets", read_targets, false);
 }
 
 /// Refuses a row whose student or teacher gradient (each when asked for) could overflow T: a

@@ -936,6 +936,18 @@ static void check_new_errors(void) {
                    LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'grad_student'");
   EXPECT_NEW_ERROR(lskd_kd_weighted_f64(s, 3, t, 3, 2, 3, &o, NULL, 0, loss, gs, 3, gt, 3, gt + 2),
                    LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperature' overlaps 'grad_teacher'");
+  /* The reduced loss or a temperature gradient inside the row weights (read-only to the
+     caller) was written there; now refused. */
+  {
+    double weights[2] = {1, 0.5};
+    EXPECT_NEW_ERROR(lskd_kd_weighted_f64(s, 3, t, 3, 2, 3, &o, weights, 0, loss, gs, 3, gt, 3,
+                                          weights + 1),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperature' overlaps 'row_weights'");
+    EXPECT_NEW_ERROR(lskd_kd_weighted_f64(s, 3, t, 3, 2, 3, &o, weights, 0, weights, gs, 3, gt, 3,
+                                          NULL),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'row_weights'");
+    CHECK(weights[0] == 1 && weights[1] == 0.5, "%s", "the row weights were written");
+  }
   {
     lskd_kd_options per_class = o;
     const double weights3[3] = {1, 2, 1};
@@ -960,6 +972,13 @@ static void check_new_errors(void) {
                      LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'grad_teacher'");
     EXPECT_NEW_ERROR(lskd_dkd_f64(s, 3, t, 3, 2, 3, NULL, &d, loss, gs, 3, gt, 3, tau),
                      LSKD_ERROR_INVALID_ARGUMENT, "'targets'");
+    {
+      int64_t targets[2] = {0, 2};
+      EXPECT_NEW_ERROR(lskd_dkd_f64(s, 3, t, 3, 2, 3, targets, &d, loss, gs, 3, gt, 3,
+                                    (double*)(targets + 1)),
+                       LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperature' overlaps 'targets'");
+      CHECK(targets[0] == 0 && targets[1] == 2, "%s", "the targets were written");
+    }
     EXPECT_NEW_ERROR(lskd_dkd_f64(s, 3, t, 3, 6, 1, good, &d, loss, gs, 1, gt, 1, tau),
                      LSKD_ERROR_INVALID_ARGUMENT, "lskd_dkd_f64");
     lskd_dkd_options bad = d;
@@ -1016,7 +1035,8 @@ static void check_new_errors(void) {
                      LSKD_ERROR_INVALID_ARGUMENT, "'temperatures'");
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, bad_temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, tau),
-                     LSKD_ERROR_INVALID_ARGUMENT, "lskd_multi_temperature_kd_f64: 'temperatures'");
+                     LSKD_ERROR_INVALID_ARGUMENT,
+                     "lskd_multi_temperature_kd_f64: 'temperatures[1]' must be finite and > 0");
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, gs + 4),
                      LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperatures' overlaps 'grad_student'");
