@@ -354,7 +354,8 @@ TEST_CASE("kd_loss refuses bad options when it is built", "[bad_input][kd_loss][
 }
 
 // An int cast to lskd::reduction, or a negative thread count, was accepted: the reduction then
-// behaved as sum. Both are refused when the loss is built, naming the option.
+// behaved as sum. Both are refused when the loss is built, naming the option; so is a thread
+// count an OpenMP runtime may fail to create (it would abort the process).
 TEST_CASE("kd_loss refuses a reduction that is none of the enum's values and a negative thread "
           "count",
           "[bad_input][kd_loss][options]") {
@@ -364,7 +365,7 @@ TEST_CASE("kd_loss refuses a reduction that is none of the enum's values and a n
     o.reduction = static_cast<lskd::reduction>(value);
     expect_bad_option(o, "'reduction'");
   }
-  for (const int threads : {-3, -1}) {
+  for (const int threads : {-3, -1, 4097, 1000000}) {
     INFO("threads " << threads);
     kd_buffers<double> b(2, 5);
     lskd::execution how;
@@ -377,12 +378,15 @@ TEST_CASE("kd_loss refuses a reduction that is none of the enum's values and a n
         {"'execution::threads'", std::to_string(threads).c_str()});
     CHECK(b.untouched());
   }
-  // 0 is OpenMP's default and stays valid.
-  kd_buffers<double> b(2, 5);
-  lskd::execution openmp_default;
-  openmp_default.threads = 0;
-  const lskd::kd_loss<double> kd({}, openmp_default);
-  CHECK(std::isfinite(kd.forward_backward(b.s(), b.t(), b.gs(), b.gt())));
+  // 0 is OpenMP's default and stays valid; more threads than rows run with one a row.
+  for (const int threads : {0, 64}) {
+    INFO("threads " << threads);
+    kd_buffers<double> b(2, 5);
+    lskd::execution how;
+    how.threads = threads;
+    const lskd::kd_loss<double> kd({}, how);
+    CHECK(std::isfinite(kd.forward_backward(b.s(), b.t(), b.gs(), b.gt())));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,6 +21,15 @@
 LSKD_NAMESPACE_BEGIN
 namespace detail {
 
+#if defined(_OPENMP)
+/// OpenMP threads for `rows` rows: the requested count (0: OpenMP's default), never more than
+/// there are rows, since a thread without a row would only wait at the barriers.
+inline int team_size(const execution& how, index rows) {
+  const int wanted = how.threads > 0 ? how.threads : omp_get_max_threads();
+  return rows < static_cast<index>(wanted) ? static_cast<int>(rows) : wanted;
+}
+#endif
+
 /// Calls body(begin, end) over a partition of [0, rows) into contiguous ranges. An exception
 /// thrown by a body is caught, the other ranges finish, and the first one caught is rethrown
 /// on the calling thread (an exception must not escape an OpenMP region).
@@ -41,8 +50,8 @@ inline void for_row_ranges(const execution& how, index rows, Body&& body) {
     how.parallel_for(rows, guarded);
   } else {
 #if defined(_OPENMP)
-    const int threads = how.threads > 0 ? how.threads : omp_get_max_threads();
-    if (threads > 1 && rows > 1) {
+    const int threads = team_size(how, rows);
+    if (threads > 1) {
 #pragma omp parallel num_threads(threads)
       {
         const index count = omp_get_num_threads();
@@ -72,8 +81,8 @@ template <class First, class Proceed, class Second>
 inline void for_row_ranges_in_two_phases(const execution& how, index rows, First&& first,
                                          Proceed&& proceed, Second&& second) {
 #if defined(_OPENMP)
-  const int threads = how.threads > 0 ? how.threads : omp_get_max_threads();
-  if (!how.parallel_for && threads > 1 && rows > 1) {
+  const int threads = team_size(how, rows);
+  if (!how.parallel_for && threads > 1) {
     std::exception_ptr failure;
     std::mutex failure_mutex;
     bool first_failed = false;  // written under the mutex in phase one, read after the barrier

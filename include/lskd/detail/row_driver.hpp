@@ -39,6 +39,9 @@ inline std::vector<row_scan<T>> scan_rows(const char* function, const char* whos
 /// The options every loss checks when it is built: eps finite and >= 0, ddof 0 or 1, a
 /// reduction that is one of lskd::reduction's values (an int cast to it may be none of them),
 /// and a thread count that is 0 (OpenMP's default) or more. Shared by every loss.
+/// The most OpenMP threads a loss accepts (execution::threads).
+inline constexpr int max_threads = 4096;
+
 inline void check_common_options(const char* function, double eps, int ddof, reduction how,
                                  const execution& spread) {
   check_nonnegative_finite(function, "eps", eps);
@@ -48,9 +51,12 @@ inline void check_common_options(const char* function, double eps, int ddof, red
                             "reduction::batchmean (got the value " +
                                 std::to_string(static_cast<int>(how)) + ")");
   }
-  if (spread.threads < 0) {
+  // The upper bound: an OpenMP runtime that cannot create the threads asked for aborts the
+  // whole process, and no machine lskd runs on gains from more threads than this.
+  if (spread.threads < 0 || spread.threads > max_threads) {
     throw_invalid(function, "'execution::threads' is " + std::to_string(spread.threads) +
-                                "; it must be >= 1, or 0 for OpenMP's default");
+                                "; it must be in [1, " + std::to_string(max_threads) +
+                                "], or 0 for OpenMP's default");
   }
 }
 
