@@ -83,7 +83,8 @@ inline void merge_sums(const vocab_row_sums* in, vocab_row_sums* inout, index ro
 ///
 /// Errors: misuse (bad shapes, null pointers, overlapping outputs, options, weights) throws
 /// std::invalid_argument naming the argument, on the shard that sees it, before any output is
-/// written. Bad data does not throw in step 1: a NaN or an infinity (other than a class that
+/// written. A step's output records (statistics, sums) may not overlap anything it reads, and
+/// the merged records may not overlap the gradients or row losses that step 5 writes. Bad data does not throw in step 1: a NaN or an infinity (other than a class that
 /// is -inf in both teacher and student, which is masked) is coded into the row's statistics,
 /// so that after the merge every shard throws the same std::domain_error from step 3 or 5,
 /// naming the row, the global class and whose logit it is, before writing anything; so are a
@@ -122,6 +123,10 @@ class vocab_parallel_kd_loss {
     check_shard(shard);
     check_records(statistics, "statistics", shard.student.rows());
     check_weights(weights, shard.student.rows());
+    const auto written = records_view(statistics, shard.student.rows());
+    check_records_apart("statistics", written, "shard.student", shard.student);
+    check_records_apart("statistics", written, "shard.teacher", shard.teacher);
+    check_records_apart("statistics", written, "row weights", weights_view(weights, shard));
     detail::for_row_ranges(execution_, shard.student.rows(), [&](index begin, index end) {
       for (index r = begin; r < end; ++r) {
         if (masked_row(weights, r)) {
@@ -152,6 +157,12 @@ class vocab_parallel_kd_loss {
     check_records(sums, "sums", rows);
     check_workspace(shard, exps);
     check_weights(weights, rows);
+    const auto written = records_view(sums, rows);
+    check_records_apart("sums", written, "shard.student", shard.student);
+    check_records_apart("sums", written, "shard.teacher", shard.teacher);
+    check_records_apart("sums", written, "merged statistics", records_view(merged, rows));
+    check_records_apart("sums", written, "exps", exps);
+    check_records_apart("sums", written, "row weights", weights_view(weights, shard));
     check_merged(merged, rows, weights);
 
     detail::for_row_ranges(execution_, rows, [&](index begin, index end) {
@@ -256,6 +267,17 @@ class vocab_parallel_kd_loss {
     check_weights(weights, rows);
     detail::check_side_buffers(name, shard.student, shard.teacher, grad_student, grad_teacher,
                                weights.weights, nullptr, row_losses, "", nullptr, 0);
+    // The merged records are read row by row while gradients and row losses are written.
+    for (const auto& [what, records] :
+         {std::pair<const char*, matrix_view<const double>>{"merged statistics",
+                                                             records_view(merged, rows)},
+          std::pair<const char*, matrix_view<const double>>{"merged sums",
+                                                             records_view(sums, rows)}}) {
+      check_records_apart("grad_student", grad_student, what, records);
+      check_records_apart("grad_teacher", grad_teacher, what, records);
+      check_records_apart("row_losses", matrix_view<const double>(row_losses, row_losses ? rows : 0, 1),
+                          what, records);
+    }
     check_merged(merged, rows, weights);
     if (rows == 0) return 0.0;
 
@@ -343,6 +365,25 @@ class vocab_parallel_kd_loss {
                                       "; it must be >= 0 (the global index of the shard's "
                                       "first class)");
     }
+  }
+
+  /// `rows` records as a view of their doubles, for the overlap checks.
+  template <class Record>
+  static matrix_view<const double> records_view(const Record* records, index rows) {
+    constexpr index doubles = static_cast<index>(sizeof(Record) / sizeof(double));
+    return {reinterpret_cast<const double*>(records), records == nullptr ? 0 : rows, doubles};
+  }
+
+  static matrix_view<const T> weights_view(const row_weights<T>& weights,
+                                           const vocab_shard<T>& shard) {
+    return {weights.weights, weights.weights == nullptr ? 0 : shard.student.rows(), 1};
+  }
+
+  /// A buffer written by a step lies wholly apart from one it reads (no in-place use).
+  template <class A, class B>
+  static void check_records_apart(const char* written_name, const matrix_view<A>& written,
+                                  const char* read_name, const matrix_view<B>& read) {
+    detail::check_no_overlap(name, written_name, written, read_name, read, false);
   }
 
   template <class Record>

@@ -565,6 +565,47 @@ TEST_CASE("vocab_parallel: misuse throws invalid_argument naming the argument",
                     Catch::Contains("'grad_student' overlaps 'row_weights'"));
   CHECK(grad == std::vector<T>(grad.size(), T(1)));
 
+  // Records are written while the shard (and the merged records) are read, and read while the
+  // gradients are written: a record array inside one of those buffers is refused, and nothing
+  // is written. Each buffer here is large enough to hold the records it overlaps.
+  {
+    std::vector<double> words(4 * rows * (lskd::vocab_statistics_doubles + cols), 1.0);
+    auto* records = reinterpret_cast<lskd::vocab_row_statistics*>(words.data());
+    auto* sum_records = reinterpret_cast<lskd::vocab_row_sums*>(words.data());
+    const std::vector<double> before = words;
+    std::vector<T> logits(rows * cols * 8, T(1));
+    const lskd::vocab_shard<T> wide{{logits.data(), rows, cols}, {teacher.data(), rows, cols}, 0};
+    CHECK_THROWS_WITH(kd.statistics(wide, reinterpret_cast<lskd::vocab_row_statistics*>(
+                                              logits.data())),
+                      Catch::Contains("'statistics' overlaps 'shard.student'"));
+    CHECK_THROWS_WITH(kd.exp_sums(wide, statistics.data(),
+                                  reinterpret_cast<lskd::vocab_row_sums*>(logits.data())),
+                      Catch::Contains("'sums' overlaps 'shard.student'"));
+    CHECK_THROWS_WITH(kd.exp_sums(shard, records, sum_records),
+                      Catch::Contains("'sums' overlaps 'merged statistics'"));
+    CHECK(logits == std::vector<T>(logits.size(), T(1)));
+    CHECK(words == before);
+    // (The overlap is refused before any record is read, so their contents do not matter.)
+    std::vector<T> big(words.size() * 2, T(1));
+    const std::vector<T> big_before = big;
+    CHECK_THROWS_WITH(
+        kd.gradients(shard, reinterpret_cast<const lskd::vocab_row_statistics*>(big.data()),
+                     sums.data(), {big.data(), rows, cols}),
+        Catch::Contains("'grad_student' overlaps 'merged statistics'"));
+    CHECK_THROWS_WITH(
+        kd.gradients(shard, statistics.data(),
+                     reinterpret_cast<const lskd::vocab_row_sums*>(big.data()), {grad.data(), rows, cols},
+                     {big.data(), rows, cols}),
+        Catch::Contains("'grad_teacher' overlaps 'merged sums'"));
+    std::vector<double> losses(rows * 20, 1.0);
+    CHECK_THROWS_WITH(
+        kd.gradients(shard, reinterpret_cast<const lskd::vocab_row_statistics*>(losses.data()),
+                     sums.data(), {grad.data(), rows, cols}, {}, losses.data()),
+        Catch::Contains("'row_losses' overlaps 'merged statistics'"));
+    CHECK(big == big_before);
+    CHECK(grad == std::vector<T>(grad.size(), T(1)));
+  }
+
   lskd::kd_options none;
   none.reduction = lskd::reduction::none;
   CHECK_THROWS_WITH(
