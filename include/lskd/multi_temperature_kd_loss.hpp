@@ -98,6 +98,7 @@ class multi_temperature_kd_loss {
   }
 
   const multi_temperature_kd_options& options() const noexcept { return options_; }
+  const execution& how() const noexcept { return execution_; }
   /// The per-class weights of the Z-score (empty when unweighted): scaled by a power of two so
   /// that the largest is in [0.5, 1) (only their ratios matter), then rounded to T.
   const std::vector<T>& class_weights() const noexcept { return class_weights_; }

@@ -259,6 +259,17 @@ TEMPLATE_TEST_CASE("multi_temperature_kd_loss with one temperature equals kd_los
   }
 }
 
+TEST_CASE("multi_temperature_kd_loss reports its options and execution as kd_loss does",
+          "[multi_temperature]") {
+  lskd::multi_temperature_kd_options o;
+  o.temperatures = {1.0, 4.0};
+  lskd::execution how;
+  how.threads = 3;
+  const lskd::multi_temperature_kd_loss<float> kd(o, how);
+  CHECK(kd.options().temperatures == std::vector<double>{1.0, 4.0});
+  CHECK(kd.how().threads == 3);
+}
+
 TEST_CASE("multi_temperature_kd_loss refuses what it cannot compute", "[multi_temperature]") {
   lskd::multi_temperature_kd_options o;
   o.temperatures = {};
