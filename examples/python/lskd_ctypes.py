@@ -308,6 +308,12 @@ def _check_targets(targets, rows):
     elif values.dtype.kind not in "iu":
         raise TypeError(f"'targets' must hold integer class indices (got values of dtype "
                         f"{values.dtype})")
+    elif values.dtype.kind == "u" and np.any(values > np.uint64(np.iinfo(np.int64).max)):
+        # Converted to int64 it would wrap to a negative index, and the error would show that.
+        # (The limit is a uint64: against a Python int numpy compares in float64.)
+        first = int(np.flatnonzero(values > np.uint64(np.iinfo(np.int64).max))[0])
+        raise ValueError(f"'targets' must hold class indices; targets[{first}] is "
+                         f"{int(values.flat[first])}, beyond any class")
     return _check_vector("targets", values, np.int64, rows)
 
 

@@ -321,6 +321,10 @@ class BeyondPlainKD(unittest.TestCase):
         for bad in (["0", "1", "2", "3", "4", "0"], [True, False, True, True, False, True]):
             with self.assertRaisesRegex(TypeError, "'targets' must hold integer class indices"):
                 lskd_ctypes.dkd_loss(self.student, self.teacher, bad, grad_student=grad)
+        # An unsigned index beyond int64 would wrap to a negative one: refused as it was given.
+        huge = np.array([0, 1, 2, 3, 2**63 + 5, 0], dtype=np.uint64)
+        with self.assertRaisesRegex(ValueError, r"targets\[4\] is 9223372036854775813"):
+            lskd_ctypes.dkd_loss(self.student, self.teacher, huge, grad_student=grad)
         self.assertTrue(np.all(grad == 5.0), "an output was written on failure")
         # Integer arrays of any width and integral-valued lists give the same loss as before.
         expected = lskd_ctypes.dkd_loss(self.student, self.teacher, np.array([0, 1, 2, 3, 4, 0]))
