@@ -12,7 +12,6 @@
 
 #include <cmath>
 #include <cstddef>
-#include <cstdint>
 #include <limits>
 #include <type_traits>
 
@@ -83,6 +82,20 @@ struct arch_of<xsimd::batch<T, Arch>> {
   using type = Arch;
 };
 
+/// Which masked loads and stores a pack type has: AVX-512's (a lane bit mask), AVX2's (a lane
+/// vector mask), or none (SSE2 and single elements go through a copy on the stack).
+template <class P>
+inline constexpr bool has_avx512_masks = std::is_base_of<xsimd::avx512f, typename arch_of<P>::type>::value;
+template <class P>
+inline constexpr bool has_avx2_masks = std::is_base_of<xsimd::avx2, typename arch_of<P>::type>::value;
+
+#if XSIMD_WITH_AVX512F
+/// The bit mask of the first `count` lanes (count < 16).
+inline __mmask16 first_lanes_bits(index count) noexcept {
+  return static_cast<__mmask16>((1u << count) - 1u);
+}
+#endif
+
 #if XSIMD_WITH_AVX2
 /// All bits set in the first `count` lanes of T, for AVX2's masked loads and stores.
 template <class T>
@@ -103,17 +116,17 @@ inline __m256i first_lanes_mask(index count) noexcept {
 template <class P, class T>
 inline P load_partial(const T* source, index count, T fill) noexcept {
 #if XSIMD_WITH_AVX512F
-  if constexpr (std::is_base_of<xsimd::avx512f, typename arch_of<P>::type>::value) {
-    const auto keep = static_cast<std::uint16_t>((1u << count) - 1u);
+  if constexpr (has_avx512_masks<P>) {
     if constexpr (std::is_same<T, float>::value) {
-      return P(_mm512_mask_loadu_ps(_mm512_set1_ps(fill), keep, source));
+      return P(_mm512_mask_loadu_ps(_mm512_set1_ps(fill), first_lanes_bits(count), source));
     } else {
-      return P(_mm512_mask_loadu_pd(_mm512_set1_pd(fill), static_cast<__mmask8>(keep), source));
+      return P(_mm512_mask_loadu_pd(_mm512_set1_pd(fill),
+                                    static_cast<__mmask8>(first_lanes_bits(count)), source));
     }
   } else
 #endif
 #if XSIMD_WITH_AVX2
-  if constexpr (std::is_base_of<xsimd::avx2, typename arch_of<P>::type>::value) {
+  if constexpr (has_avx2_masks<P>) {
     const __m256i lanes = first_lanes_mask<T>(count);
     if constexpr (std::is_same<T, float>::value) {
       return P(_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(source, lanes),
@@ -136,18 +149,17 @@ inline P load_partial(const T* source, index count, T fill) noexcept {
 template <class P, class T>
 inline void store_partial(T* target, const P& value, index count) noexcept {
 #if XSIMD_WITH_AVX512F
-  if constexpr (std::is_base_of<xsimd::avx512f, typename arch_of<P>::type>::value) {
-    const auto keep = static_cast<std::uint16_t>((1u << count) - 1u);
+  if constexpr (has_avx512_masks<P>) {
     if constexpr (std::is_same<T, float>::value) {
-      _mm512_mask_storeu_ps(target, keep, value);
+      _mm512_mask_storeu_ps(target, first_lanes_bits(count), value);
     } else {
-      _mm512_mask_storeu_pd(target, static_cast<__mmask8>(keep), value);
+      _mm512_mask_storeu_pd(target, static_cast<__mmask8>(first_lanes_bits(count)), value);
     }
     return;
   } else
 #endif
 #if XSIMD_WITH_AVX2
-  if constexpr (std::is_base_of<xsimd::avx2, typename arch_of<P>::type>::value) {
+  if constexpr (has_avx2_masks<P>) {
     const __m256i lanes = first_lanes_mask<T>(count);
     if constexpr (std::is_same<T, float>::value) {
       _mm256_maskstore_ps(target, lanes, value);
