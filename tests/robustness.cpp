@@ -294,6 +294,20 @@ TEST_CASE("row weights must be finite and >= 0", "[table]") {
         },
         {"'row_weights' [1]"}, {&grad});
   }
+  // Each finite, but their sum (what batchmean divides by) is not: a NaN loss and zero
+  // gradients before, and a silent loss of 0 through the C ABI.
+  const double largest = std::numeric_limits<double>::max();
+  const double weights[] = {largest, largest};
+  for (const lskd::reduction how : {lskd::reduction::batchmean, lskd::reduction::sum}) {
+    lskd::kd_options o;
+    o.reduction = how;
+    expect_refused<std::invalid_argument>(
+        [&] {
+          lskd::kd_loss<double>{o}.forward_backward({student.data(), 2, 3}, {teacher.data(), 2, 3},
+                                                    {weights}, {grad.data(), 2, 3});
+        },
+        {"sum of 'row_weights' overflows"}, {&grad});
+  }
 }
 
 TEST_CASE("a normalizer must be finite and >= 0, and only batchmean takes one", "[table]") {
@@ -523,4 +537,71 @@ TEST_CASE("an error found by a worker thread reaches the caller, nothing written
             {student.data(), rows, cols}, {teacher.data(), rows, cols}, {grad.data(), rows, cols});
       },
       {"student", "row 11", "NaN", "class 3"}, {&grad});
+}
+
+// A double row spanning more than half the range (max 1.5e308, mean -0.75e308) has a finite
+// Z-score for its max, but max - mean overflowed on the way, and inf times a zero coefficient
+// made every gradient entry NaN (found by a new user's trial). The gradient is ~1/std, so it
+// underflows to (nearly) 0; what matters is that it is finite, and so is the loss.
+TEST_CASE("double rows near the largest double give finite gradients", "[robustness]") {
+  const auto finite = [](const std::vector<double>& values) {
+    return std::all_of(values.begin(), values.end(), [](double v) { return std::isfinite(v); });
+  };
+  for (const double m : {1.5e308, std::numeric_limits<double>::max()}) {
+    INFO("M = " << m);
+    const std::vector<double> huge = {m, -m, -m, -m};
+    const std::vector<double> small = {0.0, -0.2, -0.2, 0.3};
+    for (const bool huge_student : {true, false}) {
+      INFO((huge_student ? "student" : "teacher") << " row at +-M");
+      const std::vector<double>& s = huge_student ? huge : small;
+      const std::vector<double>& t = huge_student ? small : huge;
+      for (const int ddof : {0, 1}) {
+        lskd::kd_options o;
+        o.ddof = ddof;
+        std::vector<double> gs(4, 7.0), gt(4, 7.0);
+        const double loss = lskd::kd_loss<double>(o).forward_backward(
+            {s.data(), 1, 4}, {t.data(), 1, 4}, {gs.data(), 1, 4}, {gt.data(), 1, 4});
+        CHECK(std::isfinite(loss));
+        CHECK(finite(gs));
+        CHECK(finite(gt));
+      }
+      lskd::kd_options o;
+      o.ddof = 0;
+      std::vector<double> gs(4, 7.0), gt(4, 7.0);
+      const auto weighted = lskd::kd_loss<double>::with_class_weights(o, {1.0, 2.0, 1.0, 1.0});
+      CHECK(std::isfinite(weighted.forward_backward({s.data(), 1, 4}, {t.data(), 1, 4},
+                                                    {gs.data(), 1, 4}, {gt.data(), 1, 4})));
+      CHECK(finite(gs));
+      CHECK(finite(gt));
+
+      lskd::multi_temperature_kd_options mo;
+      mo.temperatures = {1.0, 2.0, 4.0};
+      CHECK(std::isfinite(lskd::multi_temperature_kd_loss<double>(mo).forward_backward(
+          {s.data(), 1, 4}, {t.data(), 1, 4}, {gs.data(), 1, 4}, {gt.data(), 1, 4})));
+      CHECK(finite(gs));
+      CHECK(finite(gt));
+
+      lskd::dkd_options dkd;
+      dkd.standardize = true;
+      const std::int64_t target = 1;
+      CHECK(std::isfinite(lskd::dkd_loss<double>(dkd).forward_backward(
+          {s.data(), 1, 4}, {t.data(), 1, 4}, &target, {gs.data(), 1, 4}, {gt.data(), 1, 4})));
+      CHECK(finite(gs));
+      CHECK(finite(gt));
+    }
+  }
+}
+
+// Classic DKD takes its target's exponent argument in double, unclamped: a row whose gradient
+// would overflow is refused, as kd_loss refuses its own, and nothing is written.
+TEST_CASE("classic DKD refuses a row whose gradient would overflow", "[robustness]") {
+  const double m = std::numeric_limits<double>::max();
+  const std::vector<double> s = {m, -m, -m, -m};
+  const std::vector<double> t = {0.0, -0.2, -0.2, 0.3};
+  std::vector<double> gs(4, 7.0);
+  const std::int64_t target = 1;
+  CHECK_THROWS_WITH(lskd::dkd_loss<double>().forward_backward({s.data(), 1, 4}, {t.data(), 1, 4},
+                                                               &target, {gs.data(), 1, 4}),
+                    Catch::Contains("row 0") && Catch::Contains("could exceed"));
+  CHECK(gs == std::vector<double>(4, 7.0));
 }

@@ -336,7 +336,8 @@ class dkd_loss {
                            (std::fabs(o.alpha) + std::fabs(o.beta));
       detail::check_gradient_fits(name, student_scans[i], teacher_scans[i],
                                   !grad_student.empty(), !grad_teacher.empty(), o.standardize,
-                                  o.ddof, o.eps, o.temperature, o.scale_by_t2, scale, r);
+                                  o.ddof, o.eps, o.temperature, o.scale_by_t2, scale, r,
+                                  /*floored=*/o.standardize);
     }
 
     const bool wants_gradient = !grad_student.empty() || !grad_teacher.empty() ||

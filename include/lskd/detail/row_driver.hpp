@@ -74,6 +74,7 @@ inline void check_row_weights(const char* function, const row_weights<T>& weight
                                 to_string(how) + "; only batchmean divides by a normalizer");
   }
   if (weights.weights == nullptr) return;
+  double total = 0.0;
   for (index r = 0; r < rows; ++r) {
     const T w = weights.weights[r];
     if (!std::isfinite(w) || w < T(0)) {
@@ -81,6 +82,13 @@ inline void check_row_weights(const char* function, const row_weights<T>& weight
                                   number(static_cast<double>(w)) +
                                   "; row weights must be finite and >= 0");
     }
+    total += static_cast<double>(w);
+  }
+  // batchmean divides by this sum: an infinite one gave a NaN loss and zero gradients. Only
+  // the weights' ratios matter there, so they can always be scaled down.
+  if (!std::isfinite(total)) {
+    throw_invalid(function, "the sum of 'row_weights' overflows a double; scale them down "
+                            "(batchmean depends only on their ratios)");
   }
 }
 
@@ -133,12 +141,13 @@ inline void check_side_buffers(const char* function, const matrix_view<const In>
 /// (that bound + eps), f = tau^2 or 1; rows with eps >= 1e-30 are never refused at sane
 /// weights. Classic KD: the student's entries are at most weight * f / tau, the teacher's
 /// weight * (f / tau) * (2 + 4 |u|max), |u| <= the logits' range / tau, clamped at the exponent
-/// floor.
+/// floor unless `floored` is false (DKD takes its target's argument in double, unclamped).
 template <class T>
 inline void check_gradient_fits(const char* function, const row_scan<T>& student,
                                 const row_scan<T>& teacher, bool student_gradient,
                                 bool teacher_gradient, bool standardize, int ddof, double eps,
-                                double temperature, bool scale_by_t2, double weight, index row) {
+                                double temperature, bool scale_by_t2, double weight, index row,
+                                bool floored = true) {
   const double factor = (scale_by_t2 ? temperature * temperature : 1.0) / temperature;
   const auto check = [&](const row_scan<T>& scan, const row_scan<T>& other, const char* whose) {
     const double range = static_cast<double>(scan.max) - static_cast<double>(scan.min);
@@ -149,9 +158,9 @@ inline void check_gradient_fits(const char* function, const row_scan<T>& student
       bound = weight * factor * (1.0 + static_cast<double>(scan.usable)) / (spread + eps);
     } else {
       const double other_range = static_cast<double>(other.max) - static_cast<double>(other.min);
+      const double spread_u = (range > other_range ? range : other_range) / temperature;
       const double largest_u =
-          std::min((range > other_range ? range : other_range) / temperature,
-                   -static_cast<double>(exponent_floor<T>));
+          floored ? std::min(spread_u, -static_cast<double>(exponent_floor<T>)) : spread_u;
       bound = weight * factor * (2.0 + 4.0 * largest_u);
     }
     if (!(bound < 0.25 * static_cast<double>(std::numeric_limits<T>::max()))) {
@@ -160,8 +169,9 @@ inline void check_gradient_fits(const char* function, const row_scan<T>& student
                        ": its gradient could exceed the largest finite value of T (a bound of " +
                        number(bound) + " from temperature " + number(temperature) + ", eps " +
                        number(eps) + ", row weight " + number(weight) +
-                       " and a spread max - min = " + number(range) +
-                       "); use eps > 0, a smaller temperature or weight, or a wider type");
+                       " and a spread max - min = " + number(range) + "); use " +
+                       (standardize && !(eps > 0.0) ? "eps > 0, " : "") +
+                       "a smaller temperature or weight, smaller logits, or a wider type");
     }
   };
   if (student_gradient) check(student, teacher, "student logits");
@@ -193,6 +203,16 @@ inline T gain_in(double gain) {
   return static_cast<T>(gain < largest ? gain : largest);
 }
 
+/// (max - high - low) / divisor, the Z-score of a row's max, without overflowing in between:
+/// a double row spanning more than half the range (max 1.5e308, mean -0.75e308) has a finite
+/// quotient but an infinite difference, and inf times a zero coefficient is NaN. Such rows
+/// are computed on halves (exact: they are far from the subnormals).
+inline double max_offset(double max, double high, double low, double divisor) {
+  const double difference = (max - high) - low;
+  if (std::isfinite(difference)) return difference / divisor;
+  return ((0.5 * max - 0.5 * high) - 0.5 * low) / (0.5 * divisor);
+}
+
 /// Statistics and exponent map of one row. Callers have already refused a constant row with
 /// eps = 0 (its Z-score is 0 / 0).
 template <class T, class Arch>
@@ -212,10 +232,9 @@ inline row_standardization<T> standardization_of(const T* x, index n, const row_
   const double gain = 1.0 / (static_cast<double>(scale) * divisor * temperature);
   const affine<T> map{scale, scan.max * scale, gain_in<T>(gain)};
   // max - mean from the split mean: max - high is exact for rows near their offset.
-  const double max_minus_mean = moments.split
-                                    ? (static_cast<double>(scan.max) - moments.high) - moments.low
-                                    : static_cast<double>(scan.max) - moments.mean;
-  return {map, moments.std, divisor, max_minus_mean / divisor};
+  const double offset = moments.split ? max_offset(scan.max, moments.high, moments.low, divisor)
+                                      : max_offset(scan.max, moments.mean, 0.0, divisor);
+  return {map, moments.std, divisor, offset};
 }
 
 }  // namespace detail

@@ -183,7 +183,7 @@ inline row_standardization<T> standardization_from(const vocab_logit_moments& mo
   const double divisor = std + eps;
   const double gain = 1.0 / (static_cast<double>(scale) * divisor * temperature);
   const affine<T> map{scale, scan.max * scale, gain_in<T>(gain)};
-  return {map, std, divisor, (moments.max - moments.mean) / divisor};
+  return {map, std, divisor, max_offset(moments.max, moments.mean, 0.0, divisor)};
 }
 
 /// exp(us) and exp(ut) of a shard's row, for a gradient whose exp sweep kept no workspace:

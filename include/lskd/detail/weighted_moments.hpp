@@ -89,7 +89,7 @@ inline row_standardization<T> weighted_standardization_of(const T* x, const T* w
   const double divisor = moments.std + eps;
   const double gain = 1.0 / (static_cast<double>(scale) * divisor * temperature);
   const affine<T> map{scale, scan.max * scale, gain_in<T>(gain)};
-  return {map, moments.std, divisor, (static_cast<double>(scan.max) - moments.mean) / divisor};
+  return {map, moments.std, divisor, max_offset(scan.max, moments.mean, 0.0, divisor)};
 }
 
 /// The path of a gradient through weighted statistics, applied after the unweighted sweep:
