@@ -196,6 +196,7 @@ class vocab_parallel_kd_loss {
     check_row_losses(row_losses, rows);
     check_weights(weights, rows);
     check_merged(merged, rows, weights);
+    check_sums(sums, rows, weights);
     if (rows == 0) return 0.0;
 
     const double divisor = divisor_of(weights, rows);
@@ -221,6 +222,7 @@ class vocab_parallel_kd_loss {
     check_records(sums, "merged sums", rows);
     check_weights(weights, rows);
     check_merged(merged, rows, weights);
+    check_sums(sums, rows, weights);
 
     // d(f KL)/d(tau) = f' KL - (g.z^ + h.v^) / tau, with g.z^ and h.v^ from the sums
     // (docs/math.md): KL depends on tau through z^ / tau and v^ / tau.
@@ -279,6 +281,7 @@ class vocab_parallel_kd_loss {
                           what, records);
     }
     check_merged(merged, rows, weights);
+    check_sums(sums, rows, weights);
     if (rows == 0) return 0.0;
 
     const kd_options& o = options_;
@@ -477,9 +480,43 @@ class vocab_parallel_kd_loss {
                      : std::string("the softmax needs at least ")) +
                 std::to_string(needed) + " (did every shard's statistics enter the merge?)");
       }
+      // A record corrupted in transport (or never merged) could otherwise give a silent NaN.
+      for (const auto* side : {&m.student, &m.teacher}) {
+        if (!(std::isfinite(side->mean) && std::isfinite(side->deviation) &&
+              side->deviation >= 0.0 && std::isfinite(side->min) && std::isfinite(side->max) &&
+              side->min <= side->max)) {
+          detail::throw_invalid(name, "'merged statistics' of row " + std::to_string(r) +
+                                          " are not a merge of valid records (" +
+                                          (side == &m.student ? "student" : "teacher") +
+                                          " mean " + detail::number(side->mean) + ", min " +
+                                          detail::number(side->min) + ", max " +
+                                          detail::number(side->max) + ")");
+        }
+      }
       if (options_.standardize && options_.eps == 0.0) {
         if (m.student.min == m.student.max) throw_constant("student logits", r);
         if (m.teacher.min == m.teacher.max) throw_constant("teacher logits", r);
+      }
+    }
+  }
+
+  /// The merged sums of every row that is not masked: finite, and each normalizer at least
+  /// about 1 (the class at the row's max adds exp(0) = 1 on whichever shard holds it). All
+  /// zeros (step 3 forgotten) or a NaN from a transport would otherwise give a NaN loss.
+  static void check_sums(const vocab_row_sums* sums, index rows, const row_weights<T>& weights) {
+    for (index r = 0; r < rows; ++r) {
+      if (masked_row(weights, r)) continue;
+      const vocab_row_sums& m = sums[r];
+      const double values[] = {m.z_student, m.z_teacher, m.k,         m.m_student,
+                               m.m_teacher, m.n_teacher, m.p_teacher};
+      const bool finite = std::all_of(std::begin(values), std::end(values),
+                                      [](double v) { return std::isfinite(v); });
+      if (!finite || !(m.z_student >= 0.5) || !(m.z_teacher >= 0.5)) {
+        detail::throw_invalid(name, "'merged sums' of row " + std::to_string(r) +
+                                        " are not a merge of every shard's exp_sums (Zs " +
+                                        detail::number(m.z_student) + ", Zt " +
+                                        detail::number(m.z_teacher) +
+                                        "; each is at least 1, and all seven are finite)");
       }
     }
   }

@@ -606,6 +606,30 @@ TEST_CASE("vocab_parallel: misuse throws invalid_argument naming the argument",
     CHECK(grad == std::vector<T>(grad.size(), T(1)));
   }
 
+  // Merged records that are not a merge of valid ones (step 3 forgotten: all-zero sums; a
+  // NaN from a transport) gave a NaN loss and NaN gradients; they are refused.
+  {
+    std::vector<lskd::vocab_row_sums> zero(rows);
+    CHECK_THROWS_WITH(kd.loss(rows, statistics.data(), zero.data()),
+                      Catch::Contains("'merged sums' of row 0"));
+    CHECK_THROWS_WITH(kd.temperature_gradient(rows, statistics.data(), zero.data()),
+                      Catch::Contains("'merged sums' of row 0"));
+    std::fill(grad.begin(), grad.end(), T(1));
+    CHECK_THROWS_WITH(kd.gradients(shard, statistics.data(), zero.data(), {grad.data(), rows, cols}),
+                      Catch::Contains("'merged sums' of row 0"));
+    std::vector<lskd::vocab_row_sums> nan_sums = sums;
+    nan_sums[1].k = std::nan("");
+    CHECK_THROWS_WITH(kd.loss(rows, statistics.data(), nan_sums.data()),
+                      Catch::Contains("'merged sums' of row 1"));
+    std::vector<lskd::vocab_row_statistics> nan_max = statistics;
+    nan_max[1].student.max = std::nan("");
+    std::vector<lskd::vocab_row_sums> untouched(rows, lskd::vocab_row_sums{1, 1, 1, 1, 1, 1, 1});
+    CHECK_THROWS_WITH(kd.exp_sums(shard, nan_max.data(), untouched.data()),
+                      Catch::Contains("'merged statistics' of row 1"));
+    CHECK(untouched[0].z_student == 1.0);
+    CHECK(grad == std::vector<T>(grad.size(), T(1)));
+  }
+
   lskd::kd_options none;
   none.reduction = lskd::reduction::none;
   CHECK_THROWS_WITH(
