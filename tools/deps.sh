@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages lskd's builds need, only those missing. Sourced by demo.sh and
+# Installs the Debian packages lskd's builds need, only those missing. Run by demo.sh and
 # test.sh; run as root (or with sudo available) on Debian 12.
 # usage: tools/deps.sh core|test
 set -euo pipefail

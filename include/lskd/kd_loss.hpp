@@ -132,7 +132,8 @@ class kd_loss {
   /// `grad_student` may be exactly `student` (same pointer and leading dimension) to
   /// overwrite the logits with their gradient; `grad_teacher` likewise `teacher`. Any other
   /// overlap between an output and an input or another output is an error. Pass an empty
-  /// view `{}` as `grad_student` to get the teacher's gradient alone.
+  /// view, `lskd::matrix_view<T>{}` (a bare `{}` is ambiguous with the row_weights overload),
+  /// as `grad_student` to get the teacher's gradient alone.
   ///
   /// `grad_temperature`, when not null, receives d(reduced loss)/d(temperature) (one double),
   /// counting the tau^2 factor and both the student's and the teacher's dependence on tau: the

@@ -66,7 +66,9 @@ class softmax {
 
 /// log(softmax(x / temperature)) along each row, computed as x / temperature - max - log-sum-exp
 /// (never the log of a rounded probability), so it is finite wherever softmax underflows.
-/// Same contract as lskd::softmax otherwise.
+/// (x - max) / temperature is clamped at -2^30 (float) or -2^60 (double), the kernels'
+/// exponent floor: {1e10, 0} in float gives {0, -1073741824}. Same contract as lskd::softmax
+/// otherwise.
 template <class T, class Arch = simd::default_arch>
 class log_softmax {
   static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
