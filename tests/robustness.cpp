@@ -605,3 +605,33 @@ TEST_CASE("classic DKD refuses a row whose gradient would overflow", "[robustnes
                     Catch::Contains("row 0") && Catch::Contains("could exceed"));
   CHECK(gs == std::vector<double>(4, 7.0));
 }
+
+// A caller's parallel-for that leaves rows out, repeats them or hands out ranges outside the
+// batch gave a silently wrong loss and untouched gradient rows (found by a new user's trial).
+// It is caught after the validation phase, before any output is written.
+TEST_CASE("a parallel-for that does not cover the rows exactly once is refused", "[threads]") {
+  const index_t rows = 12, cols = 5;
+  const auto student = random_logits(rows, cols, 31);
+  const auto teacher = random_logits(rows, cols, 32);
+  using body_t = std::function<void(std::ptrdiff_t, std::ptrdiff_t)>;
+  const std::vector<std::function<void(std::ptrdiff_t, const body_t&)>> broken = {
+      [](std::ptrdiff_t count, const body_t& body) { body(0, count / 2); },  // half
+      [](std::ptrdiff_t count, const body_t& body) {  // a repeat and a gap, same total length
+        body(0, count / 2);
+        body(0, count / 2);
+      },
+      [](std::ptrdiff_t count, const body_t& body) { body(0, count + 3); },  // past the end
+  };
+  for (std::size_t k = 0; k < broken.size(); ++k) {
+    INFO("broken parallel_for " << k);
+    lskd::execution how;
+    how.parallel_for = broken[k];
+    std::vector<double> grad(rows * cols, 7.0);
+    expect_refused<std::invalid_argument>(
+        [&] {
+          lskd::kd_loss<double>({}, how).forward_backward(
+              {student.data(), rows, cols}, {teacher.data(), rows, cols}, {grad.data(), rows, cols});
+        },
+        {"'parallel_for'", "exactly once"}, {&grad});
+  }
+}

@@ -11,8 +11,11 @@
 #include <lskd/options.hpp>
 #include <lskd/views.hpp>
 
+#include <atomic>
+#include <cstdint>
 #include <exception>
 #include <mutex>
+#include <string>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -47,7 +50,33 @@ inline void for_row_ranges(const execution& how, index rows, Body&& body) {
   };
 
   if (how.parallel_for) {
-    how.parallel_for(rows, guarded);
+    // The caller's parallel-for must cover [0, rows) exactly once. Each range adds its length
+    // and the difference of the squares of its ends: a disjoint cover telescopes to rows and
+    // rows^2 (mod 2^64), a gap or a repeat almost never does. A range outside [0, rows) is
+    // refused before its body runs.
+    std::atomic<std::uint64_t> length{0};
+    std::atomic<std::uint64_t> squares{0};
+    std::atomic<bool> outside{false};
+    const auto counted = [&](index begin, index end) {
+      if (begin < 0 || end > rows || begin > end) {
+        outside = true;
+        return;
+      }
+      const auto b = static_cast<std::uint64_t>(begin);
+      const auto e = static_cast<std::uint64_t>(end);
+      length += e - b;
+      squares += e * e - b * b;
+      guarded(begin, end);
+    };
+    how.parallel_for(rows, counted);
+    const auto n = static_cast<std::uint64_t>(rows);
+    if (outside || length != n || squares != n * n) {
+      if (failure) std::rethrow_exception(failure);
+      throw_invalid("lskd::execution", "'parallel_for' must call its body on ranges that cover "
+                                       "[0, " + std::to_string(rows) +
+                                       ") exactly once; it did not (rows left out, repeated "
+                                       "or out of range)");
+    }
   } else {
 #if defined(_OPENMP)
     const int threads = team_size(how, rows);
