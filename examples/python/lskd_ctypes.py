@@ -207,24 +207,49 @@ def _real(name, value):
     return float(value)
 
 
-def _integer(name, value):
-    """An integer as int; refuses 1.9 (which int() would truncate), strings and booleans."""
+# The C spelling of each integer type an option is passed as, for error messages.
+_C_INTEGER_NAMES = {ctypes.c_int: "int", ctypes.c_int64: "int64_t"}
+
+
+def _integer(name, value, c_type=ctypes.c_int):
+    """An integer as int, in the range of the C integer type it is passed as (ctypes would keep
+    only its low bits: ddof 2**32 + 1 would run as 1); refuses 1.9 (which int() would truncate),
+    strings and booleans."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"'{name}' must be an integer (got {value!r})")
-    return int(value)
+    value = int(value)
+    bits = 8 * ctypes.sizeof(c_type)
+    low, high = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+    if not low <= value <= high:
+        raise ValueError(f"'{name}' is {value}, outside the range of a C "
+                         f"{_C_INTEGER_NAMES[c_type]} ({low} to {high})")
+    return value
+
+
+def _flag(name, value):
+    """A bool option as 0 or 1; refuses anything but a bool or numpy bool (bool("no") is True,
+    and a number or None is more likely a misplaced argument than a truth value)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"'{name}' must be a bool (got {value!r})")
+    return 1 if value else 0
+
+
+def _reduction(reduction):
+    """The C code of a reduction's name."""
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
+    return _REDUCTIONS[reduction]
 
 
 def _options(temperature, standardize, ddof, eps, reduction, scale_by_t2):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
     options = _Options()
     load_library().lskd_kd_options_init(ctypes.byref(options))
+    options.reduction = _reduction(reduction)
     options.temperature = _real("temperature", temperature)
-    options.standardize = 1 if standardize else 0
+    options.standardize = _flag("standardize", standardize)
     options.ddof = _integer("ddof", ddof)
     options.eps = _real("eps", eps)
-    options.reduction = _REDUCTIONS[reduction]
-    options.scale_by_t2 = 1 if scale_by_t2 else 0
+    options.scale_by_t2 = _flag("scale_by_t2", scale_by_t2)
     return options
 
 
@@ -338,6 +363,7 @@ def kd_loss_weighted(student, teacher, row_weights=None, *, normalizer=0.0, temp
     weights = None if row_weights is None else _check_vector("row_weights", row_weights,
                                                               student.dtype, rows)
     options = _options(temperature, standardize, ddof, eps, reduction, scale_by_t2)
+    want_tau = _flag("return_grad_temperature", return_grad_temperature)
     losses = np.empty(rows if reduction == "none" else 1, dtype=np.float64)
     tau = ctypes.c_double(0.0)
     function = (library.lskd_kd_weighted_f32 if student.dtype == np.float32
@@ -346,11 +372,11 @@ def kd_loss_weighted(student, teacher, row_weights=None, *, normalizer=0.0, temp
                     ctypes.byref(options), None if weights is None else weights.ctypes.data,
                     _real("normalizer", normalizer), losses.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
                     gs_pointer, gs_ld, gt_pointer, gt_ld,
-                    ctypes.byref(tau) if return_grad_temperature else None)
+                    ctypes.byref(tau) if want_tau else None)
     if code != _OK:
         _raise_for(code, library)
     loss = losses if reduction == "none" else float(losses[0])
-    return (loss, tau.value) if return_grad_temperature else loss
+    return (loss, tau.value) if want_tau else loss
 
 
 def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
@@ -369,18 +395,17 @@ def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
                                                                  grad_teacher)
     rows, cols = student.shape
     target_array = _check_targets(targets, rows)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
     options = _DkdOptions()
     library.lskd_dkd_options_init(ctypes.byref(options))
+    options.reduction = _reduction(reduction)
     options.temperature = _real("temperature", temperature)
     options.alpha = _real("alpha", alpha)
     options.beta = _real("beta", beta)
-    options.standardize = 1 if standardize else 0
+    options.standardize = _flag("standardize", standardize)
     options.ddof = _integer("ddof", ddof)
     options.eps = _real("eps", eps)
-    options.reduction = _REDUCTIONS[reduction]
-    options.scale_by_t2 = 1 if scale_by_t2 else 0
+    options.scale_by_t2 = _flag("scale_by_t2", scale_by_t2)
+    want_tau = _flag("return_grad_temperature", return_grad_temperature)
     losses = np.empty(rows if reduction == "none" else 1, dtype=np.float64)
     tau = ctypes.c_double(0.0)
     function = library.lskd_dkd_f32 if student.dtype == np.float32 else library.lskd_dkd_f64
@@ -388,18 +413,19 @@ def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
                     target_array.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
                     ctypes.byref(options), losses.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
                     gs_pointer, gs_ld, gt_pointer, gt_ld,
-                    ctypes.byref(tau) if return_grad_temperature else None)
+                    ctypes.byref(tau) if want_tau else None)
     if code != _OK:
         _raise_for(code, library)
     loss = losses if reduction == "none" else float(losses[0])
-    return (loss, tau.value) if return_grad_temperature else loss
+    return (loss, tau.value) if want_tau else loss
 
 
 def kd_loss_and_grad(student, teacher, *, teacher_grad=False, **options):
     """The loss and freshly allocated gradients: (loss, grad_student, grad_teacher or None).
     `options` are those of kd_loss()."""
     grad_student = np.empty(student.shape, dtype=student.dtype)
-    grad_teacher = np.empty(student.shape, dtype=student.dtype) if teacher_grad else None
+    grad_teacher = (np.empty(student.shape, dtype=student.dtype)
+                    if _flag("teacher_grad", teacher_grad) else None)
     loss = kd_loss(student, teacher, grad_student=grad_student, grad_teacher=grad_teacher,
                    **options)
     return loss, grad_student, grad_teacher
