@@ -448,6 +448,7 @@ if torch is not None:
         The forward computes the loss and, for the inputs that require grad, the gradients
         (one fused pass); the backward scales them by grad_output (row by row with
         reduction="none"). A tensor without contiguous rows is copied once with .contiguous().
+        Only first derivatives are available: a double backward raises a RuntimeError.
         """
 
         @staticmethod
@@ -469,18 +470,45 @@ if torch is not None:
                            grad_student=None if grad_student is None else grad_student.numpy(),
                            grad_teacher=None if grad_teacher is None else grad_teacher.numpy())
             ctx.per_row = reduction == "none"
-            ctx.save_for_backward(grad_student, grad_teacher)
+            # The inputs only tie a gradient asked for with create_graph=True to them (backward).
+            ctx.save_for_backward(grad_student, grad_teacher, student, teacher)
             return torch.as_tensor(loss, dtype=student.dtype)
 
         @staticmethod
         def backward(ctx, grad_output):
-            grad_student, grad_teacher = ctx.saved_tensors
+            grad_student, grad_teacher, student, teacher = ctx.saved_tensors
             # Rows are independent: a row's loss depends only on that row's logits, so the
             # weighted sum's gradient is each row's gradient times its weight.
-            scale = grad_output.unsqueeze(1) if ctx.per_row else grad_output
-            return (None if grad_student is None else grad_student * scale,
-                    None if grad_teacher is None else grad_teacher * scale,
-                    None, None, None, None, None, None)
+            with torch.no_grad():
+                scale = grad_output.unsqueeze(1) if ctx.per_row else grad_output
+                gradients = [None if gradient is None else gradient * scale
+                             for gradient in (grad_student, grad_teacher)]
+            # These are saved first-order gradients, scaled: they have no second-order term.
+            # When a graph of them is asked for (create_graph=True, for a double backward such
+            # as a gradient penalty), they are tied to the inputs through a node whose backward
+            # raises, rather than left constant, which would silently drop that term.
+            # (torch.autograd.function.once_differentiable does so only when grad_output
+            # itself requires grad, so it would miss the common case.)
+            if torch.is_grad_enabled():
+                gradients = [None if gradient is None
+                             else _FirstOrderOnly.apply(gradient, student, teacher, grad_output)
+                             for gradient in gradients]
+            return (*gradients, None, None, None, None, None, None)
+
+    class _FirstOrderOnly(torch.autograd.Function):
+        """The identity on a gradient from LskdKDLoss.backward, made to depend on the tensors it
+        was computed from (`inputs`), with a backward that raises: differentiating it again is
+        refused instead of giving a gradient without its second-order term."""
+
+        @staticmethod
+        def forward(ctx, gradient, *inputs):
+            return gradient.clone()
+
+        @staticmethod
+        def backward(ctx, *grad_outputs):
+            raise RuntimeError("LskdKDLoss has no second derivative: its gradient cannot be "
+                               "differentiated again (double backward through "
+                               "torch.autograd.grad(..., create_graph=True))")
 
     def kd_loss_torch(student, teacher, *, temperature=2.0, standardize=True, ddof=1, eps=1e-7,
                       reduction="batchmean", scale_by_t2=True):

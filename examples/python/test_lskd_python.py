@@ -435,6 +435,27 @@ class AutogradFunction(unittest.TestCase):
             (student.detach().requires_grad_(True), teacher.requires_grad_(True)),
             eps=1e-6, atol=1e-7))
 
+    def test_double_backward_is_refused(self):
+        # The backward scales saved first-order gradients: it has no second-order term, so
+        # differentiating it again must fail instead of silently leaving that term out.
+        student = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+        teacher = torch.randn(3, 7, dtype=torch.float64)
+        loss = lskd_ctypes.kd_loss_torch(student, teacher) + (student ** 3).sum()
+        (grad,) = torch.autograd.grad(loss, student, create_graph=True)
+        with self.assertRaisesRegex(RuntimeError, "LskdKDLoss has no second derivative"):
+            torch.autograd.grad(grad.sum(), student)
+        # Also when the loss is scaled by a tensor that requires grad (grad_output does then).
+        weight = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+        (scaled,) = torch.autograd.grad(lskd_ctypes.kd_loss_torch(student, teacher) * weight,
+                                        student, create_graph=True)
+        with self.assertRaisesRegex(RuntimeError, "LskdKDLoss has no second derivative"):
+            scaled.sum().backward()
+        # First-order gradients with create_graph=True are still those of the plain backward.
+        expected = torch.autograd.grad(lskd_ctypes.kd_loss_torch(student, teacher), student)[0]
+        np.testing.assert_allclose(grad.detach().numpy(),
+                                   expected.numpy() + 3 * student.detach().numpy() ** 2,
+                                   rtol=1e-12, atol=1e-12)
+
     def test_options_are_checked(self):
         student = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
         teacher = torch.randn(3, 7, dtype=torch.float64)
