@@ -245,7 +245,9 @@ LSKD_C_EXPORT int lskd_kd_class_weighted_f64(const double* student, int64_t ld_s
  *
  * @param temperatures `temperature_count` values, each finite and > 0; must not be NULL. No
  *   output (loss, gradients, grad_temperatures) may overlap them.
- * @param temperature_count >= 1.
+ * @param temperature_count >= 1, and small enough that `rows` x `temperature_count` doubles fit
+ *   in the address space (the loss keeps a temperature gradient per row); a larger count is
+ *   LSKD_ERROR_INVALID_ARGUMENT.
  * @param options options->temperature is ignored; NULL means lskd_kd_options_init()'s.
  * @param grad_temperatures NULL, or `temperature_count` doubles that receive d(loss)/d(tau_i),
  *   in the order of `temperatures`. Must not overlap `loss` or any other buffer.

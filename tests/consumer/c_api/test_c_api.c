@@ -1148,6 +1148,25 @@ static void check_new_errors(void) {
                                         NULL, 0, temperatures + 3) == LSKD_OK,
           "temperatures beside their outputs: %s", lskd_last_error());
   }
+  /* A count no buffer can hold is a wrong argument (it was LSKD_ERROR_OUT_OF_MEMORY from a
+     std::vector's length_error), before anything is read or written. */
+  {
+    const double temperatures[2] = {2, 4};
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, temperatures, INT64_MAX, &o,
+                                                   loss, gs, 3, gt, 3, tau),
+                     LSKD_ERROR_INVALID_ARGUMENT,
+                     "lskd_multi_temperature_kd_f64: 'temperature_count' is "
+                     "9223372036854775807");
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f32(NULL, 3, NULL, 3, 1, 3, temperatures,
+                                                   INT64_MAX / 8 + 1, &o, loss, NULL, 0, NULL, 0,
+                                                   NULL),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'temperature_count'");
+    /* With rows, the per-row temperature gradients count too. */
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, (int64_t)1 << 20, 3, temperatures,
+                                                   (int64_t)1 << 45, &o, loss, gs, 3, gt, 3, tau),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'temperature_count'");
+  }
+
   /* 16-bit. */
   {
     const uint16_t s16[6] = {0x3f80, 0x4000, 0x4040, 0x4080, 0x7fc0, 0x40c0}; /* NaN at (1, 1) */
