@@ -51,14 +51,23 @@ kd_options to_kd_options(const lskd_kd_options& c) {
   return options;
 }
 
+// The C name of a request's temperature gradients: one value, or one per temperature (even
+// when there is only one temperature).
+const char* temperature_gradient_name(const lskd_c_detail::request& q) {
+  return q.kind == lskd_c_detail::loss_kind::multi_temperature ? "grad_temperatures"
+                                                               : "grad_temperature";
+}
+
 // The reduced loss (null: none, the functor writes per-row losses itself) and the temperature
-// gradients (null: none) are doubles the C++ functor never sees (it gets its own buffers for
-// them): they must not lie inside a logit, gradient, row-weight or target buffer, which they
-// would silently overwrite. Views with rows; an empty gradient view is an output not asked for;
-// `row_weights` and `targets` hold one value per row, or are null.
+// gradients (null: none; `temperature_name` is their C name) are doubles the C++ functor never
+// sees (it gets its own buffers for them): they must not lie inside a logit, gradient,
+// row-weight or target buffer, which they would silently overwrite. Views with rows; an empty
+// gradient view is an output not asked for; `row_weights` and `targets` hold one value per row,
+// or are null.
 template <class In, class Out, class Weight = In>
 void check_scalar_outputs(const char* function, const double* loss,
-                          const double* grad_temperature, std::size_t temperature_count,
+                          const double* grad_temperature, const char* temperature_name,
+                          std::size_t temperature_count,
                           const matrix_view<const In>& student,
                           const matrix_view<const In>& teacher,
                           const matrix_view<Out>& grad_student,
@@ -71,8 +80,7 @@ void check_scalar_outputs(const char* function, const double* loss,
   }
   if (grad_temperature != nullptr) {
     detail::check_side_buffers(function, student, teacher, grad_student, grad_teacher,
-                               row_weights, targets, nullptr,
-                               temperature_count > 1 ? "grad_temperatures" : "grad_temperature",
+                               row_weights, targets, nullptr, temperature_name,
                                grad_temperature, static_cast<index>(temperature_count));
   }
 }
@@ -106,9 +114,8 @@ void check_parameter_outputs(const char* function, const lskd_c_detail::request&
   if (q.grad_temperature == nullptr) return;
   const matrix_view<const double> tau(q.grad_temperature,
                                       static_cast<index>(temperature_count), 1);
-  const bool several = q.kind == lskd_c_detail::loss_kind::multi_temperature;
-  detail::check_no_overlap(function, several ? "grad_temperatures" : "grad_temperature", tau,
-                           parameters.name, read, false);
+  detail::check_no_overlap(function, temperature_gradient_name(q), tau, parameters.name, read,
+                           false);
 }
 
 // check_scalar_outputs for a request whose shapes c_api.cpp has checked, and, with
@@ -125,8 +132,8 @@ void check_scalar_outputs(const char* function, const lskd_c_detail::request& q,
                           parameters);
   if (q.rows <= 0) return;
   check_scalar_outputs(function, how == reduction::none ? nullptr : q.loss, q.grad_temperature,
-                       temperature_count, student, teacher, grad_student, grad_teacher,
-                       row_weights, q.targets);
+                       temperature_gradient_name(q), temperature_count, student, teacher,
+                       grad_student, grad_teacher, row_weights, q.targets);
 }
 
 template <class T>
@@ -162,7 +169,7 @@ int run_kd(const T* student, std::int64_t ld_student, const T* teacher, std::int
                             (grad_teacher == nullptr || ld_grad_teacher >= cols);
   if (!per_row && shapes_valid) {  // (invalid shapes are reported by kd_loss itself)
     // With reduction::none the functor checks `loss` itself.
-    check_scalar_outputs("lskd::kd_loss", loss, nullptr, 0, student_view, teacher_view,
+    check_scalar_outputs("lskd::kd_loss", loss, nullptr, nullptr, 0, student_view, teacher_view,
                          grad_student_view, grad_teacher_view);
   }
   double total = 0.0;

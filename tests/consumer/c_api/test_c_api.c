@@ -1093,6 +1093,10 @@ static void check_new_errors(void) {
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, gs + 4),
                      LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperatures' overlaps 'grad_student'");
+    /* Named as the C argument even with one temperature (it was 'grad_temperature'). */
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, temperatures, 1, &o, loss,
+                                                   gs, 3, gt, 3, gs + 4),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperatures' overlaps 'grad_student'");
     double bad_s[6] = {1, 2, 3, 4, NAN, 6};
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(bad_s, 3, t, 3, 2, 3, temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, tau),
