@@ -298,6 +298,17 @@ int run_request(lskd_c_detail::request q) {
               "; give at least one temperature");
     }
     check_fits_index("temperature_count", q.temperature_count);
+    // The loss copies the temperatures and keeps a gradient per row and temperature: a count
+    // for which those doubles could not fit in the address space is a wrong argument (a
+    // garbage or uninitialized count), not an allocation to attempt.
+    const std::int64_t most_doubles =
+        static_cast<std::int64_t>(std::numeric_limits<std::ptrdiff_t>::max() / sizeof(double));
+    const std::int64_t most = most_doubles / (q.rows > 1 ? q.rows : 1);
+    if (q.temperature_count > most) {
+      invalid("'temperature_count' is " + std::to_string(q.temperature_count) +
+              "; with 'rows' = " + std::to_string(q.rows) + " it can be at most " +
+              std::to_string(most) + " (the loss keeps 'rows' x 'temperature_count' doubles)");
+    }
     if (q.temperatures == nullptr) {
       invalid("'temperatures' is null; it must point to 'temperature_count' (" +
               std::to_string(q.temperature_count) + ") temperatures");

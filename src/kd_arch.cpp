@@ -51,14 +51,23 @@ kd_options to_kd_options(const lskd_kd_options& c) {
   return options;
 }
 
+// The C name of a request's temperature gradients: one value, or one per temperature (even
+// when there is only one temperature).
+const char* temperature_gradient_name(const lskd_c_detail::request& q) {
+  return q.kind == lskd_c_detail::loss_kind::multi_temperature ? "grad_temperatures"
+                                                               : "grad_temperature";
+}
+
 // The reduced loss (null: none, the functor writes per-row losses itself) and the temperature
-// gradients (null: none) are doubles the C++ functor never sees (it gets its own buffers for
-// them): they must not lie inside a logit, gradient, row-weight or target buffer, which they
-// would silently overwrite. Views with rows; an empty gradient view is an output not asked for;
-// `row_weights` and `targets` hold one value per row, or are null.
+// gradients (null: none; `temperature_name` is their C name) are doubles the C++ functor never
+// sees (it gets its own buffers for them): they must not lie inside a logit, gradient,
+// row-weight or target buffer, which they would silently overwrite. Views with rows; an empty
+// gradient view is an output not asked for; `row_weights` and `targets` hold one value per row,
+// or are null.
 template <class In, class Out, class Weight = In>
 void check_scalar_outputs(const char* function, const double* loss,
-                          const double* grad_temperature, std::size_t temperature_count,
+                          const double* grad_temperature, const char* temperature_name,
+                          std::size_t temperature_count,
                           const matrix_view<const In>& student,
                           const matrix_view<const In>& teacher,
                           const matrix_view<Out>& grad_student,
@@ -71,24 +80,60 @@ void check_scalar_outputs(const char* function, const double* loss,
   }
   if (grad_temperature != nullptr) {
     detail::check_side_buffers(function, student, teacher, grad_student, grad_teacher,
-                               row_weights, targets, nullptr,
-                               temperature_count > 1 ? "grad_temperatures" : "grad_temperature",
+                               row_weights, targets, nullptr, temperature_name,
                                grad_temperature, static_cast<index>(temperature_count));
   }
 }
 
-// check_scalar_outputs for a request whose shapes c_api.cpp has checked.
+// The values a loss takes as parameters, beside the logits: its class weights (`cols` of
+// them) or its temperatures; none when `data` is null. The caller's array, read during the
+// call (the C++ functor keeps a copy).
+struct parameter_array {
+  const char* name = nullptr;
+  const double* data = nullptr;
+  std::size_t count = 0;
+};
+
+// No output of a request (the loss, or the per-row losses with reduction::none; the logit
+// gradients; the temperature gradients) may lie inside its parameter array: the caller's
+// class weights or temperatures, which it would overwrite. Checked with or without rows:
+// the reduced loss and the temperature gradients are written even for zero rows.
+template <class Out>
+void check_parameter_outputs(const char* function, const lskd_c_detail::request& q,
+                             reduction how, std::size_t temperature_count,
+                             const matrix_view<Out>& grad_student,
+                             const matrix_view<Out>& grad_teacher,
+                             const parameter_array& parameters) {
+  if (parameters.data == nullptr) return;
+  const matrix_view<const double> read(parameters.data, static_cast<index>(parameters.count), 1);
+  const index loss_count = how == reduction::none ? static_cast<index>(q.rows) : 1;
+  const matrix_view<const double> loss(q.loss, loss_count, 1);
+  detail::check_no_overlap(function, "loss", loss, parameters.name, read, false);
+  detail::check_no_overlap(function, "grad_student", grad_student, parameters.name, read, false);
+  detail::check_no_overlap(function, "grad_teacher", grad_teacher, parameters.name, read, false);
+  if (q.grad_temperature == nullptr) return;
+  const matrix_view<const double> tau(q.grad_temperature,
+                                      static_cast<index>(temperature_count), 1);
+  detail::check_no_overlap(function, temperature_gradient_name(q), tau, parameters.name, read,
+                           false);
+}
+
+// check_scalar_outputs for a request whose shapes c_api.cpp has checked, and, with
+// `parameters`, check_parameter_outputs.
 template <class In, class Out, class Weight = In>
 void check_scalar_outputs(const char* function, const lskd_c_detail::request& q, reduction how,
                           std::size_t temperature_count, const matrix_view<const In>& student,
                           const matrix_view<const In>& teacher,
                           const matrix_view<Out>& grad_student,
                           const matrix_view<Out>& grad_teacher,
-                          const Weight* row_weights = nullptr) {
+                          const Weight* row_weights = nullptr,
+                          const parameter_array& parameters = {}) {
+  check_parameter_outputs(function, q, how, temperature_count, grad_student, grad_teacher,
+                          parameters);
   if (q.rows <= 0) return;
   check_scalar_outputs(function, how == reduction::none ? nullptr : q.loss, q.grad_temperature,
-                       temperature_count, student, teacher, grad_student, grad_teacher,
-                       row_weights, q.targets);
+                       temperature_gradient_name(q), temperature_count, student, teacher,
+                       grad_student, grad_teacher, row_weights, q.targets);
 }
 
 template <class T>
@@ -124,7 +169,7 @@ int run_kd(const T* student, std::int64_t ld_student, const T* teacher, std::int
                             (grad_teacher == nullptr || ld_grad_teacher >= cols);
   if (!per_row && shapes_valid) {  // (invalid shapes are reported by kd_loss itself)
     // With reduction::none the functor checks `loss` itself.
-    check_scalar_outputs("lskd::kd_loss", loss, nullptr, 0, student_view, teacher_view,
+    check_scalar_outputs("lskd::kd_loss", loss, nullptr, nullptr, 0, student_view, teacher_view,
                          grad_student_view, grad_teacher_view);
   }
   double total = 0.0;
@@ -204,8 +249,11 @@ int run_kd_request(const lskd_c_detail::request& q) {
   const auto teacher = input_view<T>(q.teacher, q, q.ld_teacher);
   const auto grad_student = output_view<T>(q.grad_student, q, q.ld_grad_student);
   const auto grad_teacher = output_view<T>(q.grad_teacher, q, q.ld_grad_teacher);
+  const bool class_weighted = q.kind == lskd_c_detail::loss_kind::kd_class_weighted;
+  const parameter_array class_weights{"class_weights", class_weighted ? q.class_weights : nullptr,
+                                      static_cast<std::size_t>(q.cols)};
   check_scalar_outputs("lskd::kd_loss", q, options.reduction, 1, student, teacher, grad_student,
-                       grad_teacher, weights.weights);
+                       grad_teacher, weights.weights, class_weights);
   return finish(q, options.reduction, 1, [&](double* row_losses, double* tau) {
     if (!wants_gradient(q)) return kd.forward(student, teacher, weights, row_losses);
     return kd.forward_backward(student, teacher, weights, grad_student, grad_teacher, row_losses,
@@ -268,8 +316,9 @@ int run_multi_temperature_request(const lskd_c_detail::request& q) {
   const auto teacher = input_view<T>(q.teacher, q, q.ld_teacher);
   const auto grad_student = output_view<T>(q.grad_student, q, q.ld_grad_student);
   const auto grad_teacher = output_view<T>(q.grad_teacher, q, q.ld_grad_teacher);
+  const parameter_array temperatures{"temperatures", q.temperatures, count};
   check_scalar_outputs("lskd::multi_temperature_kd_loss", q, how, count, student, teacher,
-                       grad_student, grad_teacher);
+                       grad_student, grad_teacher, static_cast<const T*>(nullptr), temperatures);
   return finish(q, how, count, [&](double* row_losses, double* tau) {
     if (!wants_gradient(q)) return kd.forward(student, teacher, row_losses);
     return kd.forward_backward(student, teacher, grad_student, grad_teacher, row_losses, tau);

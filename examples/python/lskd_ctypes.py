@@ -207,24 +207,49 @@ def _real(name, value):
     return float(value)
 
 
-def _integer(name, value):
-    """An integer as int; refuses 1.9 (which int() would truncate), strings and booleans."""
+# The C spelling of each integer type an option is passed as, for error messages.
+_C_INTEGER_NAMES = {ctypes.c_int: "int", ctypes.c_int64: "int64_t"}
+
+
+def _integer(name, value, c_type=ctypes.c_int):
+    """An integer as int, in the range of the C integer type it is passed as (ctypes would keep
+    only its low bits: ddof 2**32 + 1 would run as 1); refuses 1.9 (which int() would truncate),
+    strings and booleans."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"'{name}' must be an integer (got {value!r})")
-    return int(value)
+    value = int(value)
+    bits = 8 * ctypes.sizeof(c_type)
+    low, high = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+    if not low <= value <= high:
+        raise ValueError(f"'{name}' is {value}, outside the range of a C "
+                         f"{_C_INTEGER_NAMES[c_type]} ({low} to {high})")
+    return value
+
+
+def _flag(name, value):
+    """A bool option as 0 or 1; refuses anything but a bool or numpy bool (bool("no") is True,
+    and a number or None is more likely a misplaced argument than a truth value)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"'{name}' must be a bool (got {value!r})")
+    return 1 if value else 0
+
+
+def _reduction(reduction):
+    """The C code of a reduction's name."""
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
+    return _REDUCTIONS[reduction]
 
 
 def _options(temperature, standardize, ddof, eps, reduction, scale_by_t2):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
     options = _Options()
     load_library().lskd_kd_options_init(ctypes.byref(options))
+    options.reduction = _reduction(reduction)
     options.temperature = _real("temperature", temperature)
-    options.standardize = 1 if standardize else 0
+    options.standardize = _flag("standardize", standardize)
     options.ddof = _integer("ddof", ddof)
     options.eps = _real("eps", eps)
-    options.reduction = _REDUCTIONS[reduction]
-    options.scale_by_t2 = 1 if scale_by_t2 else 0
+    options.scale_by_t2 = _flag("scale_by_t2", scale_by_t2)
     return options
 
 
@@ -338,6 +363,7 @@ def kd_loss_weighted(student, teacher, row_weights=None, *, normalizer=0.0, temp
     weights = None if row_weights is None else _check_vector("row_weights", row_weights,
                                                               student.dtype, rows)
     options = _options(temperature, standardize, ddof, eps, reduction, scale_by_t2)
+    want_tau = _flag("return_grad_temperature", return_grad_temperature)
     losses = np.empty(rows if reduction == "none" else 1, dtype=np.float64)
     tau = ctypes.c_double(0.0)
     function = (library.lskd_kd_weighted_f32 if student.dtype == np.float32
@@ -346,11 +372,11 @@ def kd_loss_weighted(student, teacher, row_weights=None, *, normalizer=0.0, temp
                     ctypes.byref(options), None if weights is None else weights.ctypes.data,
                     _real("normalizer", normalizer), losses.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
                     gs_pointer, gs_ld, gt_pointer, gt_ld,
-                    ctypes.byref(tau) if return_grad_temperature else None)
+                    ctypes.byref(tau) if want_tau else None)
     if code != _OK:
         _raise_for(code, library)
     loss = losses if reduction == "none" else float(losses[0])
-    return (loss, tau.value) if return_grad_temperature else loss
+    return (loss, tau.value) if want_tau else loss
 
 
 def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
@@ -369,18 +395,17 @@ def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
                                                                  grad_teacher)
     rows, cols = student.shape
     target_array = _check_targets(targets, rows)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"'reduction' must be one of {sorted(_REDUCTIONS)} (got {reduction!r})")
     options = _DkdOptions()
     library.lskd_dkd_options_init(ctypes.byref(options))
+    options.reduction = _reduction(reduction)
     options.temperature = _real("temperature", temperature)
     options.alpha = _real("alpha", alpha)
     options.beta = _real("beta", beta)
-    options.standardize = 1 if standardize else 0
+    options.standardize = _flag("standardize", standardize)
     options.ddof = _integer("ddof", ddof)
     options.eps = _real("eps", eps)
-    options.reduction = _REDUCTIONS[reduction]
-    options.scale_by_t2 = 1 if scale_by_t2 else 0
+    options.scale_by_t2 = _flag("scale_by_t2", scale_by_t2)
+    want_tau = _flag("return_grad_temperature", return_grad_temperature)
     losses = np.empty(rows if reduction == "none" else 1, dtype=np.float64)
     tau = ctypes.c_double(0.0)
     function = library.lskd_dkd_f32 if student.dtype == np.float32 else library.lskd_dkd_f64
@@ -388,18 +413,19 @@ def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
                     target_array.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
                     ctypes.byref(options), losses.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
                     gs_pointer, gs_ld, gt_pointer, gt_ld,
-                    ctypes.byref(tau) if return_grad_temperature else None)
+                    ctypes.byref(tau) if want_tau else None)
     if code != _OK:
         _raise_for(code, library)
     loss = losses if reduction == "none" else float(losses[0])
-    return (loss, tau.value) if return_grad_temperature else loss
+    return (loss, tau.value) if want_tau else loss
 
 
 def kd_loss_and_grad(student, teacher, *, teacher_grad=False, **options):
     """The loss and freshly allocated gradients: (loss, grad_student, grad_teacher or None).
     `options` are those of kd_loss()."""
     grad_student = np.empty(student.shape, dtype=student.dtype)
-    grad_teacher = np.empty(student.shape, dtype=student.dtype) if teacher_grad else None
+    grad_teacher = (np.empty(student.shape, dtype=student.dtype)
+                    if _flag("teacher_grad", teacher_grad) else None)
     loss = kd_loss(student, teacher, grad_student=grad_student, grad_teacher=grad_teacher,
                    **options)
     return loss, grad_student, grad_teacher
@@ -422,6 +448,7 @@ if torch is not None:
         The forward computes the loss and, for the inputs that require grad, the gradients
         (one fused pass); the backward scales them by grad_output (row by row with
         reduction="none"). A tensor without contiguous rows is copied once with .contiguous().
+        Only first derivatives are available: a double backward raises a RuntimeError.
         """
 
         @staticmethod
@@ -443,18 +470,45 @@ if torch is not None:
                            grad_student=None if grad_student is None else grad_student.numpy(),
                            grad_teacher=None if grad_teacher is None else grad_teacher.numpy())
             ctx.per_row = reduction == "none"
-            ctx.save_for_backward(grad_student, grad_teacher)
+            # The inputs only tie a gradient asked for with create_graph=True to them (backward).
+            ctx.save_for_backward(grad_student, grad_teacher, student, teacher)
             return torch.as_tensor(loss, dtype=student.dtype)
 
         @staticmethod
         def backward(ctx, grad_output):
-            grad_student, grad_teacher = ctx.saved_tensors
+            grad_student, grad_teacher, student, teacher = ctx.saved_tensors
             # Rows are independent: a row's loss depends only on that row's logits, so the
             # weighted sum's gradient is each row's gradient times its weight.
-            scale = grad_output.unsqueeze(1) if ctx.per_row else grad_output
-            return (None if grad_student is None else grad_student * scale,
-                    None if grad_teacher is None else grad_teacher * scale,
-                    None, None, None, None, None, None)
+            with torch.no_grad():
+                scale = grad_output.unsqueeze(1) if ctx.per_row else grad_output
+                gradients = [None if gradient is None else gradient * scale
+                             for gradient in (grad_student, grad_teacher)]
+            # These are saved first-order gradients, scaled: they have no second-order term.
+            # When a graph of them is asked for (create_graph=True, for a double backward such
+            # as a gradient penalty), they are tied to the inputs through a node whose backward
+            # raises, rather than left constant, which would silently drop that term.
+            # (torch.autograd.function.once_differentiable does so only when grad_output
+            # itself requires grad, so it would miss the common case.)
+            if torch.is_grad_enabled():
+                gradients = [None if gradient is None
+                             else _FirstOrderOnly.apply(gradient, student, teacher, grad_output)
+                             for gradient in gradients]
+            return (*gradients, None, None, None, None, None, None)
+
+    class _FirstOrderOnly(torch.autograd.Function):
+        """The identity on a gradient from LskdKDLoss.backward, made to depend on the tensors it
+        was computed from (`inputs`), with a backward that raises: differentiating it again is
+        refused instead of giving a gradient without its second-order term."""
+
+        @staticmethod
+        def forward(ctx, gradient, *inputs):
+            return gradient.clone()
+
+        @staticmethod
+        def backward(ctx, *grad_outputs):
+            raise RuntimeError("LskdKDLoss has no second derivative: its gradient cannot be "
+                               "differentiated again (double backward through "
+                               "torch.autograd.grad(..., create_graph=True))")
 
     def kd_loss_torch(student, teacher, *, temperature=2.0, standardize=True, ddof=1, eps=1e-7,
                       reduction="batchmean", scale_by_t2=True):

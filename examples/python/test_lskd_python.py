@@ -195,6 +195,62 @@ class BadInputs(unittest.TestCase):
                                              temperature=np.float32(2.0)),
                          lskd_ctypes.kd_loss(self.student, self.teacher))
 
+    def calls(self, grad):
+        """Each wrapper function, as f(**options), writing into `grad` when it runs."""
+        targets = [0, 1, 2, 3]
+        return {
+            "kd_loss": lambda **o: lskd_ctypes.kd_loss(self.student, self.teacher,
+                                                       grad_student=grad, **o),
+            "kd_loss_weighted": lambda **o: lskd_ctypes.kd_loss_weighted(
+                self.student, self.teacher, grad_student=grad, **o),
+            "dkd_loss": lambda **o: lskd_ctypes.dkd_loss(self.student, self.teacher, targets,
+                                                         grad_student=grad, **o),
+        }
+
+    def test_integer_options_beyond_c_int(self):
+        # A C int keeps only the low 32 bits: ddof 2**40 ran as 0 and 2**32 + 1 as 1.
+        grad = np.full_like(self.student, 5.0)
+        for function, call in self.calls(grad).items():
+            for bad in (2**40, 2**32 + 1, -2**31 - 1, 2**31, np.int64(2**40), np.uint64(2**63),
+                        10**30):
+                with self.subTest(function=function, ddof=bad):
+                    with self.assertRaisesRegex(ValueError, "'ddof' is .*outside the range of "
+                                                "a C int"):
+                        call(ddof=bad)
+            self.assertTrue(np.all(grad == 5.0), "an output was written on failure")
+            # Values in range, as Python or numpy integers, still run (0 and 1 succeed).
+            for good in (0, 1, np.int32(1), np.uint8(0), np.int64(1)):
+                call(ddof=good)
+            grad[...] = 5.0
+
+    def test_bool_options_must_be_bools(self):
+        # bool("no") is True: a string, a number or None is refused, not taken for its truth.
+        grad = np.full_like(self.student, 5.0)
+        for function, call in self.calls(grad).items():
+            names = ["standardize", "scale_by_t2"]
+            if function != "kd_loss":
+                names.append("return_grad_temperature")
+            for name in names:
+                for bad in ("no", "False", 0, 1, 1.0, None, [True], np.array([True])):
+                    with self.subTest(function=function, option=name, value=bad):
+                        with self.assertRaisesRegex(TypeError, f"'{name}' must be a bool"):
+                            call(**{name: bad})
+            self.assertTrue(np.all(grad == 5.0), "an output was written on failure")
+        with self.assertRaisesRegex(TypeError, "'teacher_grad' must be a bool"):
+            lskd_ctypes.kd_loss_and_grad(self.student, self.teacher, teacher_grad="no")
+        # Python and numpy bools are taken as they are.
+        for standardize in (True, False, np.bool_(True), np.bool_(False)):
+            expected = lskd_ctypes.kd_loss(self.student, self.teacher,
+                                           standardize=bool(standardize))
+            self.assertEqual(lskd_ctypes.kd_loss(self.student, self.teacher,
+                                                 standardize=standardize), expected)
+        loss, dtau = lskd_ctypes.kd_loss_weighted(self.student, self.teacher,
+                                                  return_grad_temperature=np.bool_(True),
+                                                  scale_by_t2=np.bool_(False))
+        self.assertIsInstance(dtau, float)
+        self.assertIsNotNone(lskd_ctypes.kd_loss_and_grad(self.student, self.teacher,
+                                                          teacher_grad=np.bool_(True))[2])
+
 
 def dkd_reference(student, teacher, targets, temperature, alpha, beta, standardize):
     """DKD (Zhao et al., CVPR 2022) in float64 with autograd, batchmean: (loss, grad_student,
@@ -378,6 +434,35 @@ class AutogradFunction(unittest.TestCase):
             lambda s, t: lskd_ctypes.kd_loss_torch(s, t, standardize=True),
             (student.detach().requires_grad_(True), teacher.requires_grad_(True)),
             eps=1e-6, atol=1e-7))
+
+    def test_double_backward_is_refused(self):
+        # The backward scales saved first-order gradients: it has no second-order term, so
+        # differentiating it again must fail instead of silently leaving that term out.
+        student = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+        teacher = torch.randn(3, 7, dtype=torch.float64)
+        loss = lskd_ctypes.kd_loss_torch(student, teacher) + (student ** 3).sum()
+        (grad,) = torch.autograd.grad(loss, student, create_graph=True)
+        with self.assertRaisesRegex(RuntimeError, "LskdKDLoss has no second derivative"):
+            torch.autograd.grad(grad.sum(), student)
+        # Also when the loss is scaled by a tensor that requires grad (grad_output does then).
+        weight = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+        (scaled,) = torch.autograd.grad(lskd_ctypes.kd_loss_torch(student, teacher) * weight,
+                                        student, create_graph=True)
+        with self.assertRaisesRegex(RuntimeError, "LskdKDLoss has no second derivative"):
+            scaled.sum().backward()
+        # First-order gradients with create_graph=True are still those of the plain backward.
+        expected = torch.autograd.grad(lskd_ctypes.kd_loss_torch(student, teacher), student)[0]
+        np.testing.assert_allclose(grad.detach().numpy(),
+                                   expected.numpy() + 3 * student.detach().numpy() ** 2,
+                                   rtol=1e-12, atol=1e-12)
+
+    def test_options_are_checked(self):
+        student = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+        teacher = torch.randn(3, 7, dtype=torch.float64)
+        with self.assertRaisesRegex(TypeError, "'standardize' must be a bool"):
+            lskd_ctypes.kd_loss_torch(student, teacher, standardize="no")
+        with self.assertRaisesRegex(ValueError, "'ddof' is .*outside the range of a C int"):
+            lskd_ctypes.kd_loss_torch(student, teacher, ddof=2**32 + 1)
 
     def test_non_contiguous_tensor_is_accepted(self):
         student = torch.randn(7, 3, dtype=torch.float64).t().requires_grad_(True)  # 3 x 7

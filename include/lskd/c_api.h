@@ -212,7 +212,8 @@ LSKD_C_EXPORT int lskd_dkd_f64(const double* student, int64_t ld_student, const 
  *
  * @param class_weights `cols` values, finite and >= 0 with a positive sum; must not be NULL.
  *   Needs options->standardize 1, options->ddof 0 and options->eps > 0 (else
- *   LSKD_ERROR_INVALID_ARGUMENT).
+ *   LSKD_ERROR_INVALID_ARGUMENT). No output (loss, gradients, grad_temperature) may overlap
+ *   them.
  * @param grad_temperature NULL, or 1 double for d(loss)/d(temperature), as in
  *   lskd_kd_weighted_f32().
  *
@@ -242,8 +243,11 @@ LSKD_C_EXPORT int lskd_kd_class_weighted_f64(const double* student, int64_t ld_s
  * lskd_kd_f32()'s row loss at tau_i (each with its own tau_i^2 with `scale_by_t2`), with the
  * statistics of each row computed once. The rows combine as `reduction` says.
  *
- * @param temperatures `temperature_count` values, each finite and > 0; must not be NULL.
- * @param temperature_count >= 1.
+ * @param temperatures `temperature_count` values, each finite and > 0; must not be NULL. No
+ *   output (loss, gradients, grad_temperatures) may overlap them.
+ * @param temperature_count >= 1, and small enough that `rows` x `temperature_count` doubles fit
+ *   in the address space (the loss keeps a temperature gradient per row); a larger count is
+ *   LSKD_ERROR_INVALID_ARGUMENT.
  * @param options options->temperature is ignored; NULL means lskd_kd_options_init()'s.
  * @param grad_temperatures NULL, or `temperature_count` doubles that receive d(loss)/d(tau_i),
  *   in the order of `temperatures`. Must not overlap `loss` or any other buffer.

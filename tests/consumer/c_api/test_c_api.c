@@ -1022,6 +1022,59 @@ static void check_new_errors(void) {
                                                 tau),
                      LSKD_ERROR_INVALID_ARGUMENT, "eps");
   }
+  /* An output inside the class weights (read-only to the caller) overwrote them; now refused.
+     shared[3..8] are a 2 x 3 gradient, shared[6..8] the weights. */
+  {
+    double shared[9] = {0, 0, 0, 0, 0, 0, 1, 2, 1};
+    double* cw = shared + 6;
+    lskd_kd_options zero = o;
+    zero.ddof = 0;
+    EXPECT_NEW_ERROR(lskd_kd_class_weighted_f64(s, 3, t, 3, 2, 3, &zero, cw, cw + 1, gs, 3, gt, 3,
+                                                tau),
+                     LSKD_ERROR_INVALID_ARGUMENT,
+                     "lskd_kd_class_weighted_f64: 'loss' overlaps 'class_weights'");
+    EXPECT_NEW_ERROR(lskd_kd_class_weighted_f64(s, 3, t, 3, 2, 3, &zero, cw, loss, gs, 3, gt, 3,
+                                                cw + 2),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperature' overlaps 'class_weights'");
+    EXPECT_NEW_ERROR(lskd_kd_class_weighted_f64(s, 3, t, 3, 2, 3, &zero, cw, loss, shared + 3, 3,
+                                                gt, 3, tau),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'grad_student' overlaps 'class_weights'");
+    EXPECT_NEW_ERROR(lskd_kd_class_weighted_f64(s, 3, t, 3, 2, 3, &zero, cw, loss, gs, 3,
+                                                shared + 1, 3, tau),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'grad_teacher' overlaps 'class_weights'");
+    {
+      /* With LSKD_REDUCTION_NONE the loss is 'rows' values: the second lands on the weights. */
+      lskd_kd_options per_row = zero;
+      per_row.reduction = LSKD_REDUCTION_NONE;
+      EXPECT_NEW_ERROR(lskd_kd_class_weighted_f64(s, 3, t, 3, 2, 3, &per_row, cw, cw - 1, gs, 3,
+                                                  gt, 3, tau),
+                       LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'class_weights'");
+    }
+    {
+      /* Zero rows still write the reduced loss and the temperature gradient. */
+      EXPECT_NEW_ERROR(lskd_kd_class_weighted_f64(s, 3, t, 3, 0, 3, &zero, cw, cw, NULL, 0, NULL,
+                                                  0, NULL),
+                       LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'class_weights'");
+    }
+    {
+      float s32[6] = {1, 2, 3, 4, 5, 6}, t32[6] = {0, 1, 2, 3, 4, 5};
+      EXPECT_NEW_ERROR(lskd_kd_class_weighted_f32(s32, 3, t32, 3, 2, 3, &zero, cw, loss,
+                                                  (float*)cw, 3, NULL, 0, tau),
+                       LSKD_ERROR_INVALID_ARGUMENT,
+                       "lskd_kd_class_weighted_f32: 'grad_student' overlaps 'class_weights'");
+      EXPECT_NEW_ERROR(lskd_kd_class_weighted_f32(s32, 3, t32, 3, 2, 3, &zero, cw, cw + 2, NULL,
+                                                  0, NULL, 0, NULL),
+                       LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'class_weights'");
+    }
+    for (int i = 0; i < 9; ++i) {
+      CHECK(shared[i] == (i < 6 ? 0 : i == 7 ? 2 : 1), "the class weights' buffer was written "
+            "at %d", i);
+    }
+    /* Beside the weights, the same buffer works. */
+    CHECK(lskd_kd_class_weighted_f64(s, 3, t, 3, 2, 3, &zero, cw, shared + 5, NULL, 0, NULL, 0,
+                                     shared + 4) == LSKD_OK,
+          "class weights beside their outputs: %s", lskd_last_error());
+  }
 
   /* Multi-temperature. */
   {
@@ -1040,6 +1093,10 @@ static void check_new_errors(void) {
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, gs + 4),
                      LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperatures' overlaps 'grad_student'");
+    /* Named as the C argument even with one temperature (it was 'grad_temperature'). */
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, temperatures, 1, &o, loss,
+                                                   gs, 3, gt, 3, gs + 4),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperatures' overlaps 'grad_student'");
     double bad_s[6] = {1, 2, 3, 4, NAN, 6};
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(bad_s, 3, t, 3, 2, 3, temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, tau),
@@ -1047,6 +1104,71 @@ static void check_new_errors(void) {
     EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, temperatures, 2, &o, loss,
                                                    gs, 3, gt, 3, loss),
                      LSKD_ERROR_INVALID_ARGUMENT, "'grad_temperatures' overlaps 'loss'");
+  }
+  /* An output over the temperatures (read-only to the caller) overwrote them; now refused. */
+  {
+    double temperatures[8] = {2, 4, 0, 0, 0, 0, 0, 0};
+    const double* const start = temperatures;
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, start, 2, &o, loss, gs, 3,
+                                                   gt, 3, temperatures),
+                     LSKD_ERROR_INVALID_ARGUMENT,
+                     "lskd_multi_temperature_kd_f64: 'grad_temperatures' overlaps "
+                     "'temperatures'");
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, start, 2, &o, temperatures,
+                                                   gs, 3, gt, 3, tau),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'temperatures'");
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, start, 2, &o, loss,
+                                                   temperatures + 1, 3, gt, 3, tau),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'grad_student' overlaps 'temperatures'");
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, start, 2, &o, loss, gs, 3,
+                                                   temperatures, 3, tau),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'grad_teacher' overlaps 'temperatures'");
+    {
+      lskd_kd_options per_row = o;
+      per_row.reduction = LSKD_REDUCTION_NONE;
+      double later[3] = {-42, 2, 4}; /* the second row's loss lands on the first temperature */
+      EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, later + 1, 2, &per_row,
+                                                     later, gs, 3, gt, 3, tau),
+                       LSKD_ERROR_INVALID_ARGUMENT, "'loss' overlaps 'temperatures'");
+      CHECK(later[0] == -42 && later[1] == 2 && later[2] == 4, "%s",
+            "the per-row losses were written over the temperatures");
+    }
+    {
+      /* Zero rows still zero the temperature gradients. */
+      EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 0, 3, start, 2, &o, loss, NULL,
+                                                     0, NULL, 0, temperatures + 1),
+                       LSKD_ERROR_INVALID_ARGUMENT,
+                       "'grad_temperatures' overlaps 'temperatures'");
+      float s32[6] = {1, 2, 3, 4, 5, 6}, t32[6] = {0, 1, 2, 3, 4, 5};
+      EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f32(s32, 3, t32, 3, 2, 3, start, 2, &o, loss,
+                                                     (float*)temperatures, 3, NULL, 0, tau),
+                       LSKD_ERROR_INVALID_ARGUMENT,
+                       "lskd_multi_temperature_kd_f32: 'grad_student' overlaps 'temperatures'");
+    }
+    CHECK(temperatures[0] == 2 && temperatures[1] == 4, "%s", "the temperatures were written");
+    for (int i = 2; i < 8; ++i) CHECK(temperatures[i] == 0, "temperatures[%d] was written", i);
+    /* Beside the temperatures, the same buffer works. */
+    CHECK(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, start, 2, &o, temperatures + 2, NULL, 0,
+                                        NULL, 0, temperatures + 3) == LSKD_OK,
+          "temperatures beside their outputs: %s", lskd_last_error());
+  }
+  /* A count no buffer can hold is a wrong argument (it was LSKD_ERROR_OUT_OF_MEMORY from a
+     std::vector's length_error), before anything is read or written. */
+  {
+    const double temperatures[2] = {2, 4};
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, 2, 3, temperatures, INT64_MAX, &o,
+                                                   loss, gs, 3, gt, 3, tau),
+                     LSKD_ERROR_INVALID_ARGUMENT,
+                     "lskd_multi_temperature_kd_f64: 'temperature_count' is "
+                     "9223372036854775807");
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f32(NULL, 3, NULL, 3, 1, 3, temperatures,
+                                                   INT64_MAX / 8 + 1, &o, loss, NULL, 0, NULL, 0,
+                                                   NULL),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'temperature_count'");
+    /* With rows, the per-row temperature gradients count too. */
+    EXPECT_NEW_ERROR(lskd_multi_temperature_kd_f64(s, 3, t, 3, (int64_t)1 << 20, 3, temperatures,
+                                                   (int64_t)1 << 45, &o, loss, gs, 3, gt, 3, tau),
+                     LSKD_ERROR_INVALID_ARGUMENT, "'temperature_count'");
   }
 
   /* 16-bit. */
