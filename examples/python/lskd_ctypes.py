@@ -309,7 +309,12 @@ def _gradient_outputs(student, grad_student, grad_teacher):
 
 def _check_vector(name, values, dtype, length):
     """`values` as a contiguous 1-D array of `dtype` and `length` (a copy only if needed: these
-    are per-row values, not logits)."""
+    are per-row values, not logits). Only integer or real numbers are taken: strings would be
+    parsed, booleans read as 1 and 0, and complex numbers lose their imaginary part."""
+    kind = np.asarray(values).dtype.kind
+    if kind not in "iuf":
+        raise TypeError(f"'{name}' must hold real numbers (got values of dtype "
+                        f"{np.asarray(values).dtype})")
     array = np.ascontiguousarray(values, dtype=dtype)
     if array.shape != (length,):
         raise ValueError(f"'{name}' must have shape ({length},) (one value per row); got "

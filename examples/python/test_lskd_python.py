@@ -367,6 +367,21 @@ class BeyondPlainKD(unittest.TestCase):
         with self.assertRaisesRegex(TypeError, "'alpha' must be a real number"):
             lskd_ctypes.dkd_loss(self.student, self.teacher, [0] * 6, alpha=None)
 
+    def test_row_weights_are_real_numbers(self):
+        # Strings were parsed, booleans read as 1/0 and complex numbers truncated to their real
+        # part; now a TypeError naming 'row_weights', nothing written.
+        rows = self.student.shape[0]
+        grad = np.full_like(self.student, 5.0)
+        for bad in (["1"] * rows, [True] * rows, np.ones(rows, dtype=np.complex128)):
+            with self.assertRaisesRegex(TypeError, "'row_weights' must hold real numbers"):
+                lskd_ctypes.kd_loss_weighted(self.student, self.teacher, bad,
+                                             grad_student=grad)
+        self.assertTrue(np.all(grad == 5.0), "an output was written on failure")
+        expected = lskd_ctypes.kd_loss_weighted(self.student, self.teacher, np.ones(rows))
+        for good in ([1] * rows, np.ones(rows, dtype=np.float32), [1.0] * rows):
+            self.assertEqual(lskd_ctypes.kd_loss_weighted(self.student, self.teacher, good),
+                             expected)
+
     def test_dkd_targets_are_integers(self):
         # A float target such as 2.7 was truncated to 2; now refused, naming 'targets'.
         grad = np.full_like(self.student, 5.0)
