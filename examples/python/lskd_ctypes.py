@@ -241,9 +241,8 @@ def _reduction(reduction):
     return _REDUCTIONS[reduction]
 
 
-def _options(temperature, standardize, ddof, eps, reduction, scale_by_t2):
-    options = _Options()
-    load_library().lskd_kd_options_init(ctypes.byref(options))
+def _set_common(options, temperature, standardize, ddof, eps, reduction, scale_by_t2):
+    """The checked fields that lskd_kd_options and lskd_dkd_options share, set on `options`."""
     options.reduction = _reduction(reduction)
     options.temperature = _real("temperature", temperature)
     options.standardize = _flag("standardize", standardize)
@@ -251,6 +250,12 @@ def _options(temperature, standardize, ddof, eps, reduction, scale_by_t2):
     options.eps = _real("eps", eps)
     options.scale_by_t2 = _flag("scale_by_t2", scale_by_t2)
     return options
+
+
+def _options(temperature, standardize, ddof, eps, reduction, scale_by_t2):
+    options = _Options()
+    load_library().lskd_kd_options_init(ctypes.byref(options))
+    return _set_common(options, temperature, standardize, ddof, eps, reduction, scale_by_t2)
 
 
 def _raise_for(code, library):
@@ -402,14 +407,9 @@ def dkd_loss(student, teacher, targets, *, temperature=4.0, alpha=1.0, beta=8.0,
     target_array = _check_targets(targets, rows)
     options = _DkdOptions()
     library.lskd_dkd_options_init(ctypes.byref(options))
-    options.reduction = _reduction(reduction)
-    options.temperature = _real("temperature", temperature)
+    _set_common(options, temperature, standardize, ddof, eps, reduction, scale_by_t2)
     options.alpha = _real("alpha", alpha)
     options.beta = _real("beta", beta)
-    options.standardize = _flag("standardize", standardize)
-    options.ddof = _integer("ddof", ddof)
-    options.eps = _real("eps", eps)
-    options.scale_by_t2 = _flag("scale_by_t2", scale_by_t2)
     want_tau = _flag("return_grad_temperature", return_grad_temperature)
     losses = np.empty(rows if reduction == "none" else 1, dtype=np.float64)
     tau = ctypes.c_double(0.0)

@@ -84,8 +84,9 @@ inline void merge_sums(const vocab_row_sums* in, vocab_row_sums* inout, index ro
 /// Errors: misuse (bad shapes, null pointers, overlapping outputs, options, weights) throws
 /// std::invalid_argument naming the argument, on the shard that sees it, before any output is
 /// written. A step's output records (statistics, sums) may not overlap anything it reads, and
-/// the merged records may not overlap the gradients or row losses that step 5 writes. Bad data does not throw in step 1: a NaN or an infinity (other than a class that
-/// is -inf in both teacher and student, which is masked) is coded into the row's statistics,
+/// the merged records may not overlap the gradients or row losses that step 5 writes. Bad data
+/// does not throw in step 1: a NaN or an infinity (other than a class that is -inf in both
+/// teacher and student, which is masked) is coded into the row's statistics,
 /// so that after the merge every shard throws the same std::domain_error from step 3 or 5,
 /// naming the row, the global class and whose logit it is, before writing anything; so are a
 /// row with too few usable classes and a constant row with eps = 0. A transport therefore
@@ -261,25 +262,21 @@ class vocab_parallel_kd_loss {
     check_records(sums, "merged sums", rows);
     check_gradients(shard, grad_student, grad_teacher, exps);
     check_row_losses(row_losses, rows);
-    if (row_losses != nullptr) {
-      const matrix_view<const double> losses(row_losses, rows, 1);
-      detail::check_no_overlap(name, "row_losses", losses, "grad_student", grad_student, false);
-      detail::check_no_overlap(name, "row_losses", losses, "grad_teacher", grad_teacher, false);
-    }
+    // Outputs: the gradients, and the row losses (an empty view when not asked for).
+    const matrix_view<const double> loss_view(row_losses, row_losses != nullptr ? rows : 0, 1);
+    detail::check_no_overlap(name, "row_losses", loss_view, "grad_student", grad_student, false);
+    detail::check_no_overlap(name, "row_losses", loss_view, "grad_teacher", grad_teacher, false);
     check_weights(weights, rows);
     detail::check_side_buffers(name, shard.student, shard.teacher, grad_student, grad_teacher,
                                weights.weights, nullptr, row_losses, "", nullptr, 0);
-    // The merged records are read row by row while gradients and row losses are written.
-    for (const auto& [what, records] :
-         {std::pair<const char*, matrix_view<const double>>{"merged statistics",
-                                                             records_view(merged, rows)},
-          std::pair<const char*, matrix_view<const double>>{"merged sums",
-                                                             records_view(sums, rows)}}) {
-      check_records_apart("grad_student", grad_student, what, records);
-      check_records_apart("grad_teacher", grad_teacher, what, records);
-      check_records_apart("row_losses", matrix_view<const double>(row_losses, row_losses ? rows : 0, 1),
-                          what, records);
-    }
+    // The merged records are read row by row while the outputs are written.
+    const auto apart_from_outputs = [&](const char* what, const matrix_view<const double>& read) {
+      check_records_apart("grad_student", grad_student, what, read);
+      check_records_apart("grad_teacher", grad_teacher, what, read);
+      check_records_apart("row_losses", loss_view, what, read);
+    };
+    apart_from_outputs("merged statistics", records_view(merged, rows));
+    apart_from_outputs("merged sums", records_view(sums, rows));
     check_merged(merged, rows, weights);
     check_sums(sums, rows, weights);
     if (rows == 0) return 0.0;

@@ -85,9 +85,11 @@ struct arch_of<xsimd::batch<T, Arch>> {
 /// Which masked loads and stores a pack type has: AVX-512's (a lane bit mask), AVX2's (a lane
 /// vector mask), or none (SSE2 and single elements go through a copy on the stack).
 template <class P>
-inline constexpr bool has_avx512_masks = std::is_base_of<xsimd::avx512f, typename arch_of<P>::type>::value;
+inline constexpr bool has_avx512_masks =
+    std::is_base_of<xsimd::avx512f, typename arch_of<P>::type>::value;
 template <class P>
-inline constexpr bool has_avx2_masks = std::is_base_of<xsimd::avx2, typename arch_of<P>::type>::value;
+inline constexpr bool has_avx2_masks =
+    std::is_base_of<xsimd::avx2, typename arch_of<P>::type>::value;
 
 #if XSIMD_WITH_AVX512F
 /// The bit mask of the first `count` lanes (count < 16).

@@ -36,12 +36,12 @@ inline std::vector<row_scan<T>> scan_rows(const char* function, const char* whos
   return scans;
 }
 
-/// The options every loss checks when it is built: eps finite and >= 0, ddof 0 or 1, a
-/// reduction that is one of lskd::reduction's values (an int cast to it may be none of them),
-/// and a thread count that is 0 (OpenMP's default) or more. Shared by every loss.
 /// The most OpenMP threads a loss accepts (execution::threads).
 inline constexpr int max_threads = 4096;
 
+/// The options every loss checks when it is built: eps finite and >= 0, ddof 0 or 1, a
+/// reduction that is one of lskd::reduction's values (an int cast to it may be none of them),
+/// and a thread count in [0, max_threads] (0: OpenMP's default). Shared by every loss.
 inline void check_common_options(const char* function, double eps, int ddof, reduction how,
                                  const execution& spread) {
   check_nonnegative_finite(function, "eps", eps);
