@@ -72,7 +72,7 @@ class dkd_loss {
  public:
   /// Checks the options: temperature finite and > 0, alpha and beta finite and >= 0, eps
   /// finite and >= 0, ddof 0 or 1, a reduction that is one of lskd::reduction's values, and
-  /// `how.threads` >= 0.
+  /// `how.threads` in [0, 4096].
   explicit dkd_loss(const dkd_options& options = {}, execution how = {})
       : options_(options), execution_(std::move(how)) {
     detail::check_positive_finite(name, "temperature", options.temperature);

@@ -71,7 +71,7 @@ class kd_loss {
  public:
   /// Checks the options: temperature finite and > 0, eps finite and >= 0, ddof 0 or 1, a
   /// reduction that is one of lskd::reduction's values. `how` spreads rows over threads (see
-  /// lskd::execution; `how.threads` >= 0); results do not depend on it.
+  /// lskd::execution; `how.threads` in [0, 4096]); results do not depend on it.
   explicit kd_loss(const kd_options& options = {}, execution how = {})
       : options_(options), execution_(std::move(how)) {
     detail::check_positive_finite(name, "temperature", options.temperature);

@@ -63,7 +63,7 @@ class multi_temperature_kd_loss {
  public:
   /// Checks the options: at least one temperature, each finite and > 0 (an error names its
   /// index), eps finite and >= 0, ddof 0 or 1, a reduction that is one of lskd::reduction's
-  /// values, and `how.threads` >= 0.
+  /// values, and `how.threads` in [0, 4096].
   explicit multi_temperature_kd_loss(multi_temperature_kd_options options = {},
                                      execution how = {})
       : options_(std::move(options)), execution_(std::move(how)) {
